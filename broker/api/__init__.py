@@ -1,0 +1,1 @@
+"""The HTTP API: aiohttp routes, auth, problem+json and the OpenAPI document."""

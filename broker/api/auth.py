@@ -1,0 +1,72 @@
+"""Bearer-key authentication and the key-kind rules of the contract.
+
+The path prefix decides which kind of key a request needs: ``/admin/v1`` the admin token,
+``/internal/v1`` a producer key, ``/webhooks/v1`` a partner key. Missing, unknown or revoked
+keys are 401; a valid key of the wrong kind is 403. Partner and producer keys are looked up by
+their SHA-256, so the plaintext is never stored and the comparison happens on a hash index; the
+admin token is compared with ``hmac.compare_digest`` so its check takes the same time for every
+wrong guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from aiohttp import web
+
+from broker.api.appkeys import ADMIN_TOKEN_HASH, PRINCIPAL, STORE
+from broker.api.problems import Handler, forbidden, unauthorized
+from broker.domain.models import Principal
+
+REQUIRED_KIND = (
+    ("/admin/v1/", "admin"),
+    ("/internal/v1/", "producer"),
+    ("/webhooks/v1/", "partner"),
+)
+
+
+def required_kind(path: str) -> str | None:
+    for prefix, kind in REQUIRED_KIND:
+        if path.startswith(prefix):
+            return kind
+    return None
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 512:
+        return None
+    return token
+
+
+async def identify(request: web.Request, token: str) -> Principal | None:
+    digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
+    if hmac.compare_digest(digest, request.app[ADMIN_TOKEN_HASH]):
+        return Principal(kind="admin")
+    return await request.app[STORE].principal_for_key(token)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    kind = required_kind(request.path)
+    if kind is None:
+        return await handler(request)
+    token = _bearer(request)
+    if token is None:
+        raise unauthorized("send Authorization: Bearer <key>")
+    principal = await identify(request, token)
+    if principal is None:
+        raise unauthorized("the key is unknown or revoked")
+    if principal.kind != kind:
+        raise forbidden(f"this path needs a {kind} key, not a {principal.kind} key")
+    request[PRINCIPAL] = principal
+    return await handler(request)
+
+
+def partner_of(request: web.Request) -> Principal:
+    principal = request[PRINCIPAL]
+    assert principal.partner_id is not None
+    return principal

@@ -1,0 +1,1062 @@
+"""The OpenAPI 3.1 document of broker's HTTP API, served at ``GET /openapi.json``.
+
+The document is the machine-readable form of the external contract (``API.md``) and is precise on
+purpose: schemathesis fuzzes the server against it and checks every response, so each operation
+lists every status it can answer, request bodies are as strict as the server's own validation
+(unknown fields are refused), and response schemas require what the contract promises while
+leaving room for extra fields.
+
+It is built from plain dicts by small helpers so that the rules shared by many operations live in
+one place (:func:`_operation`): a secured operation can answer 401 and 403, anything with input can
+answer 400, anything with a body can answer 413 and 415, anything touching the database can answer
+503. Every call returns a fresh document, so a caller may mutate its copy freely.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+OPENAPI_VERSION = "3.1.0"
+
+# Event type names, e.g. ``Core.Account.Opened`` or ``job.transaction``.
+EVENT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$"
+# A registration's eventTypes entry: an exact name, a prefix wildcard (``Core.Account.*``) or ``*``.
+EVENT_TYPE_FILTER_PATTERN = (
+    r"^(\*"
+    r"|[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*\.\*"
+    r"|[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+)$"
+)
+# A resource is a relative URI path: no scheme, no authority (``//``), no whitespace and no
+# control characters (C0, DEL, C1).
+RESOURCE_PATTERN = r"^(?![A-Za-z][A-Za-z0-9+.-]*:)(?!//)[^\s\x00-\x1f\x7f-\x9f]+$"
+# Free text may hold anything but NUL (PostgreSQL text cannot); names must not be blank.
+TEXT_PATTERN = r"^[^\x00]*$"
+NAME_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# Basic credentials: printable ASCII, ``user:password`` or its base64 encoding.
+BASIC_AUTH_PATTERN = r"^[\x20-\x7e]+$"
+# ``whsec_`` + standard base64 of 24 to 64 bytes (32 to 88 base64 characters).
+SECRET_PATTERN = r"^whsec_[A-Za-z0-9+/]{30,86}[A-Za-z0-9+/=]{2}$"
+SIGNATURE_PATTERN = r"^v1,[A-Za-z0-9+/]+={0,2}( v1,[A-Za-z0-9+/]+={0,2})*$"
+
+RESOURCE_MAX_LENGTH = 2048
+URL_MAX_LENGTH = 2048
+DESCRIPTION_MAX_LENGTH = 1024
+NAME_MAX_LENGTH = 200
+EVENT_NAME_MAX_LENGTH = 200
+BASIC_AUTH_MAX_LENGTH = 1024
+EVENT_TYPES_MAX_ITEMS = 100
+INGEST_MAX_EVENTS = 10000
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+EVENTS_PAGE_MAX = 500
+EVENTS_PAGE_DEFAULT = 100
+GRACE_SECONDS_MAX = 7 * 24 * 3600
+GRACE_SECONDS_DEFAULT = 24 * 3600
+
+REGISTRATION_STATUSES = ["Active", "Suspended", "Restarting", "Paused", "Deleted"]
+EVENT_STATUSES = ["Pending", "Success", "Failed"]
+
+PROBLEM_JSON = "application/problem+json"
+
+# Security scheme names, one per key kind.
+ADMIN = "adminToken"
+PRODUCER = "producerKey"
+PARTNER = "partnerKey"
+
+# Status -> (components.responses name, description).
+_PROBLEMS: dict[int, tuple[str, str]] = {
+    400: ("ValidationFailed", "The request is malformed or fails validation; nothing changed."),
+    401: ("Unauthorized", "The bearer key is missing, unknown or revoked."),
+    403: ("Forbidden", "The bearer key is valid but of the wrong kind for this path."),
+    404: (
+        "NotFound",
+        "No such resource (or it belongs to another partner, which looks the same).",
+    ),
+    409: ("Conflict", "The resource's current state does not allow this request."),
+    413: ("PayloadTooLarge", "The request body is larger than the server accepts."),
+    415: ("UnsupportedMediaType", "The request body is not application/json."),
+    429: ("TooManyRequests", "Rate limit exceeded; retry after the Retry-After delay."),
+    503: ("ServiceUnavailable", "The database is unreachable or not migrated; retry later."),
+}
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Schema) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _nullable(type_name: str, **extra: Any) -> Schema:
+    """A JSON Schema 2020-12 nullable: ``{"type": [type_name, "null"], ...}``."""
+    return {"type": [type_name, "null"], **extra}
+
+
+def _timestamp(description: str) -> Schema:
+    return {"type": "string", "format": "date-time", "description": description}
+
+
+def _nullable_timestamp(description: str) -> Schema:
+    return _nullable("string", format="date-time", description=description)
+
+
+def _object(
+    properties: dict[str, Schema],
+    *,
+    required: list[str] | None = None,
+    strict: bool = False,
+    description: str | None = None,
+) -> Schema:
+    """An object schema; ``strict`` refuses unknown fields (request bodies), and ``required``
+    defaults to every property (responses promise all their fields)."""
+    schema: Schema = {"type": "object"}
+    if description:
+        schema["description"] = description
+    schema["properties"] = properties
+    req = list(properties) if required is None else required
+    if req:
+        schema["required"] = req
+    if strict:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def _list_of(item: str, description: str) -> Schema:
+    return _object({"data": {"type": "array", "items": _ref(item)}}, description=description)
+
+
+def _response(description: str, schema: Schema | None = None, **extra: Any) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if schema is not None:
+        response["content"] = _json(schema)
+    response.update(extra)
+    return response
+
+
+def _problem_responses(*codes: int) -> dict[str, Any]:
+    """``{"401": {"$ref": "#/components/responses/Unauthorized"}, ...}`` in status order."""
+    return {
+        str(code): {"$ref": f"#/components/responses/{_PROBLEMS[code][0]}"}
+        for code in sorted(set(codes))
+    }
+
+
+def _problem_response_components() -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    for code, (name, description) in sorted(_PROBLEMS.items()):
+        schema = _ref("ValidationProblem" if code == 400 else "Problem")
+        response: dict[str, Any] = {
+            "description": description,
+            "content": {PROBLEM_JSON: {"schema": schema}},
+        }
+        if code in _RETRY_AFTER_STATUSES:
+            response["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
+        components[name] = response
+    return components
+
+
+def _path_param(name: str, description: str, *, uuid: bool = True, **schema: Any) -> Schema:
+    param_schema: Schema = {"type": "string", "format": "uuid"} if uuid else {"type": "string"}
+    param_schema.update(schema)
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": param_schema,
+    }
+
+
+def _query_param(name: str, description: str, schema: Schema) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _operation(
+    *,
+    operation_id: str,
+    summary: str,
+    tag: str,
+    auth: str | None,
+    ok: dict[str, Any],
+    description: str | None = None,
+    parameters: list[Schema] | None = None,
+    body: Schema | None = None,
+    body_required: bool = True,
+    problems: tuple[int, ...] = (),
+    database: bool = True,
+) -> dict[str, Any]:
+    """One operation object, with the problem statuses every operation of its kind can answer."""
+    op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "tags": [tag]}
+    if description:
+        op["description"] = description
+    op["security"] = [{auth: []}] if auth else []
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = {"required": body_required, "content": _json(body)}
+
+    codes = set(problems)
+    if auth:
+        codes |= {401, 403}
+    if parameters or body is not None:
+        codes.add(400)
+    if body is not None:
+        codes |= {413, 415}
+    if database:
+        codes.add(503)
+    op["responses"] = {**ok, **_problem_responses(*codes)}
+    return op
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def _schemas(ingest_max_events: int) -> dict[str, Schema]:
+    event_name: Schema = {
+        "type": "string",
+        "maxLength": EVENT_NAME_MAX_LENGTH,
+        "pattern": EVENT_NAME_PATTERN,
+        "description": "An event type name such as `Core.Account.Opened`.",
+        "examples": ["Core.Account.Opened", "job.transaction"],
+    }
+    name_field: Schema = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": NAME_MAX_LENGTH,
+        "pattern": NAME_PATTERN,
+        "description": "Surrounding whitespace is stripped; must not be blank.",
+    }
+    description_field: Schema = {
+        "type": "string",
+        "maxLength": DESCRIPTION_MAX_LENGTH,
+        "pattern": TEXT_PATTERN,
+    }
+    uuid: Schema = {"type": "string", "format": "uuid"}
+    api_key: Schema = {
+        "type": "string",
+        "description": "The bearer key. Shown only in this response; broker stores a hash.",
+    }
+    url: Schema = {
+        "type": "string",
+        "format": "uri",
+        "maxLength": URL_MAX_LENGTH,
+        "description": (
+            "Absolute http(s) callback URL. Loopback, private, link-local and other non-public "
+            "addresses are refused unless BROKER_ALLOW_PRIVATE_URLS=true."
+        ),
+    }
+    event_types: Schema = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": EVENT_TYPES_MAX_ITEMS,
+        "items": _ref("EventTypeFilter"),
+    }
+    basic_auth: Schema = {
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": BASIC_AUTH_MAX_LENGTH,
+        "pattern": BASIC_AUTH_PATTERN,
+        "writeOnly": True,
+        "description": (
+            "`user:password` or its base64 encoding, sent on every delivery as "
+            "`Authorization: Basic <base64>`; never read back. `null` means none."
+        ),
+    }
+
+    registration_props: dict[str, Schema] = {
+        "id": uuid,
+        "url": {"type": "string", "format": "uri"},
+        "eventTypes": {"type": "array", "items": {"type": "string"}},
+        "description": {"type": "string"},
+        "status": {"type": "string", "enum": REGISTRATION_STATUSES},
+        "failureCount": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Consecutive failed delivery attempts.",
+        },
+        "lastSuccessAt": _nullable_timestamp("Start of the latest successful attempt."),
+        "lastFailureAt": _nullable_timestamp("Start of the latest failed attempt."),
+        "createdAt": _timestamp("When the registration was created."),
+        "updatedAt": _timestamp("When the registration last changed."),
+    }
+    secret: Schema = {
+        "type": "string",
+        "pattern": r"^whsec_",
+        "description": "Signing secret: `whsec_` + base64 of the HMAC key.",
+    }
+
+    attempt_props: dict[str, Schema] = {
+        "attemptNumber": {"type": "integer", "minimum": 1},
+        "attemptedAt": _timestamp("When the attempt started."),
+        "durationMs": {"type": "integer", "minimum": 0},
+        "responseStatus": _nullable(
+            "integer", description="The receiver's HTTP status; null when none was received."
+        ),
+        "error": _nullable(
+            "string", description="Why the attempt failed without a status (timeout, refused...)."
+        ),
+        "responseBody": _nullable(
+            "string", description="The first 1024 bytes of the receiver's response body."
+        ),
+    }
+
+    return {
+        "Problem": {
+            "type": "object",
+            "description": "An RFC 9457 problem detail; every 4xx and 5xx answer carries one.",
+            "properties": {
+                "type": {"type": "string", "format": "uri-reference"},
+                "title": {"type": "string"},
+                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                "detail": {"type": "string"},
+                "instance": {"type": "string", "description": "The request path."},
+                "errors": {"type": "array", "items": _ref("FieldError")},
+            },
+            "required": ["type", "title", "status", "detail"],
+            "additionalProperties": True,
+        },
+        "ValidationProblem": {
+            "description": (
+                "A 400 problem. Validation failures list every bad field in `errors`; batch "
+                "items are named by index, e.g. `events[3].resource`."
+            ),
+            "allOf": [_ref("Problem")],
+            "properties": {"status": {"const": 400}},
+        },
+        "FieldError": _object(
+            {"field": {"type": "string"}, "message": {"type": "string"}},
+            description="One invalid field of a request.",
+        ),
+        "Health": _object({"status": {"type": "string", "examples": ["ok"]}}),
+        "EventName": event_name,
+        "EventTypeFilter": {
+            "type": "string",
+            "pattern": EVENT_TYPE_FILTER_PATTERN,
+            "description": (
+                "An exact event type name (which must be in the catalog), a prefix wildcard such "
+                "as `Core.Account.*`, or `*` for every event type."
+            ),
+            "examples": ["Core.Account.Opened", "Core.Account.*", "*"],
+        },
+        # Admin
+        "PartnerCreate": _object({"name": name_field}, strict=True),
+        "Partner": _object(
+            {"id": uuid, "name": {"type": "string"}, "createdAt": _timestamp("Creation time.")}
+        ),
+        "PartnerCreated": _object(
+            {
+                "id": uuid,
+                "name": {"type": "string"},
+                "apiKey": api_key,
+                "createdAt": _timestamp("Creation time."),
+            }
+        ),
+        "PartnerList": _list_of("Partner", "Every partner."),
+        "Key": _object({"id": uuid, "apiKey": api_key, "createdAt": _timestamp("Creation time.")}),
+        "ProducerKeyCreate": _object({"name": name_field}, strict=True),
+        "ProducerKey": _object(
+            {
+                "id": uuid,
+                "name": {"type": "string"},
+                "apiKey": api_key,
+                "createdAt": _timestamp("Creation time."),
+            },
+        ),
+        "EventTypeUpsert": _object(
+            {"description": {**description_field, "default": ""}}, required=[], strict=True
+        ),
+        "EventType": _object(
+            {
+                "name": event_name,
+                "description": {"type": "string"},
+                "createdAt": _timestamp("Creation time."),
+                "updatedAt": _timestamp("Last change."),
+            }
+        ),
+        "EventTypeList": _list_of("EventType", "The event type catalog."),
+        # Producer
+        "ResourceEvent": _object(
+            {
+                "partnerId": {**uuid, "description": "An existing partner."},
+                "eventName": _ref("EventName"),
+                "resource": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": RESOURCE_MAX_LENGTH,
+                    "pattern": RESOURCE_PATTERN,
+                    "description": "A relative URI path, no whitespace or control characters.",
+                    "examples": ["core/v1/dda/accounts/2001231231"],
+                },
+                "occurredAt": _timestamp("When the change happened at the producer (optional)."),
+            },
+            required=["partnerId", "eventName", "resource"],
+            strict=True,
+        ),
+        "ResourceEventBatch": _object(
+            {
+                "events": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": ingest_max_events,
+                    "items": _ref("ResourceEvent"),
+                }
+            },
+            strict=True,
+            description="All or nothing: one invalid item refuses the whole batch.",
+        ),
+        "IngestAccepted": _object(
+            {"accepted": {"type": "integer", "minimum": 0}},
+            description="Every item is durably committed.",
+        ),
+        # Partner: registrations
+        "RegistrationCreate": _object(
+            {
+                "url": url,
+                "eventTypes": event_types,
+                "description": description_field,
+                "secret": {
+                    "type": "string",
+                    "pattern": SECRET_PATTERN,
+                    "description": "Optional own secret; generated when absent.",
+                },
+                "basicAuth": basic_auth,
+            },
+            required=["url", "eventTypes"],
+            strict=True,
+        ),
+        "RegistrationUpdate": _object(
+            {
+                "url": url,
+                "eventTypes": event_types,
+                "description": description_field,
+                "basicAuth": basic_auth,
+            },
+            required=[],
+            strict=True,
+            description="Only the fields present change.",
+        ),
+        "Registration": _object(registration_props),
+        "RegistrationCreated": _object(
+            {**registration_props, "secret": secret},
+            description="The new registration with its secret, shown only here and on rotation.",
+        ),
+        "RegistrationList": _list_of("Registration", "The partner's registrations, not Deleted."),
+        "RestartRequest": _object(
+            {
+                "resendFailed": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Also re-queue the registration's Failed events.",
+                }
+            },
+            required=[],
+            strict=True,
+        ),
+        "RotateSecretRequest": _object(
+            {
+                "graceSeconds": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": GRACE_SECONDS_MAX,
+                    "default": GRACE_SECONDS_DEFAULT,
+                    "description": "How long the previous secret keeps signing deliveries.",
+                }
+            },
+            required=[],
+            strict=True,
+        ),
+        "RotateResult": _object({"secret": secret}),
+        "Attempt": _object(attempt_props, description="One delivery attempt."),
+        "AttemptList": _list_of("Attempt", "Every attempt of the event, oldest first."),
+        "TestResult": _object({"success": {"type": "boolean"}, "attempt": _ref("Attempt")}),
+        # Partner: events
+        "Event": _object(
+            {
+                "id": uuid,
+                "eventName": _ref("EventName"),
+                "status": {
+                    "type": "string",
+                    "enum": EVENT_STATUSES,
+                    "description": (
+                        "Delivery status of the event object. A delivered body always says Pending."
+                    ),
+                },
+                "partnerId": uuid,
+                "registrationId": uuid,
+                "createdAt": _timestamp("RFC 3339 UTC with milliseconds and Z."),
+                "lastAttemptedAt": _nullable_timestamp(
+                    "From the API: the latest attempt. In a delivered body: the start of the "
+                    "previous attempt (null on the first)."
+                ),
+                "resources": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Each resource once, in first-seen order.",
+                },
+            },
+            description="An event object: the resource events of one window for one registration.",
+        ),
+        "EventPage": _object(
+            {
+                "data": {"type": "array", "items": _ref("Event")},
+                "nextCursor": _nullable(
+                    "string", description="Pass as `cursor` for the next page; null at the end."
+                ),
+            },
+            description="Events, newest first.",
+        ),
+    }
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _admin_paths() -> dict[str, Any]:
+    partner_id = _path_param("id", "Partner id.")
+    return {
+        "/admin/v1/partners": {
+            "post": _operation(
+                operation_id="createPartner",
+                summary="Create a partner and its first API key",
+                tag="admin",
+                auth=ADMIN,
+                body=_ref("PartnerCreate"),
+                ok={
+                    "201": _response(
+                        "Created; `apiKey` is shown only here.", _ref("PartnerCreated")
+                    )
+                },
+            ),
+            "get": _operation(
+                operation_id="listPartners",
+                summary="List partners",
+                tag="admin",
+                auth=ADMIN,
+                ok={"200": _response("Every partner.", _ref("PartnerList"))},
+            ),
+        },
+        "/admin/v1/partners/{id}/keys": {
+            "post": _operation(
+                operation_id="createPartnerKey",
+                summary="Create another API key for a partner",
+                tag="admin",
+                auth=ADMIN,
+                parameters=[partner_id],
+                problems=(404,),
+                ok={"201": _response("Created; `apiKey` is shown only here.", _ref("Key"))},
+            ),
+        },
+        "/admin/v1/keys/{keyId}": {
+            "delete": _operation(
+                operation_id="revokeKey",
+                summary="Revoke a partner or producer key at once",
+                tag="admin",
+                auth=ADMIN,
+                parameters=[_path_param("keyId", "Key id.")],
+                problems=(404,),
+                ok={"204": _response("Revoked.")},
+            ),
+        },
+        "/admin/v1/producer-keys": {
+            "post": _operation(
+                operation_id="createProducerKey",
+                summary="Create a producer key",
+                tag="admin",
+                auth=ADMIN,
+                body=_ref("ProducerKeyCreate"),
+                ok={"201": _response("Created; `apiKey` is shown only here.", _ref("ProducerKey"))},
+            ),
+        },
+        "/admin/v1/event-types": {
+            "get": _operation(
+                operation_id="adminListEventTypes",
+                summary="List the event type catalog",
+                tag="admin",
+                auth=ADMIN,
+                ok={"200": _response("The catalog.", _ref("EventTypeList"))},
+            ),
+        },
+        "/admin/v1/event-types/{name}": {
+            "put": _operation(
+                operation_id="putEventType",
+                summary="Create or update an event type",
+                tag="admin",
+                auth=ADMIN,
+                parameters=[
+                    _path_param(
+                        "name",
+                        "Event type name.",
+                        uuid=False,
+                        maxLength=EVENT_NAME_MAX_LENGTH,
+                        pattern=EVENT_NAME_PATTERN,
+                    )
+                ],
+                body=_ref("EventTypeUpsert"),
+                ok={
+                    "200": _response("Updated.", _ref("EventType")),
+                    "201": _response("Created.", _ref("EventType")),
+                },
+            ),
+        },
+    }
+
+
+def _producer_paths() -> dict[str, Any]:
+    idempotency_key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": (
+            "The same key from the same producer key within 24 h returns the first answer again "
+            "and stores nothing new."
+        ),
+        "schema": {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH},
+    }
+    return {
+        "/internal/v1/resource-events": {
+            "post": _operation(
+                operation_id="ingestResourceEvents",
+                summary="Ingest a batch of resource events",
+                description=(
+                    "All or nothing: one invalid item answers 400 naming every bad item and "
+                    "stores nothing. 202 means every item is durably committed."
+                ),
+                tag="producer",
+                auth=PRODUCER,
+                parameters=[idempotency_key],
+                body=_ref("ResourceEventBatch"),
+                problems=(409, 429),
+                ok={"202": _response("Accepted and committed.", _ref("IngestAccepted"))},
+            ),
+        },
+    }
+
+
+def _partner_paths() -> dict[str, Any]:
+    reg_id = _path_param("id", "Registration id.")
+    event_id = _path_param("id", "Event id.")
+    base = "/webhooks/v1/registrations"
+
+    def registration_action(
+        operation_id: str,
+        summary: str,
+        description: str,
+        body: Schema | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "post": _operation(
+                operation_id=operation_id,
+                summary=summary,
+                description=description,
+                tag="registrations",
+                auth=PARTNER,
+                parameters=[reg_id],
+                body=body,
+                body_required=False,
+                problems=(404, 409),
+                ok={"200": _response("The registration after the change.", _ref("Registration"))},
+            )
+        }
+
+    return {
+        base: {
+            "post": _operation(
+                operation_id="createRegistration",
+                summary="Register a callback URL",
+                tag="registrations",
+                auth=PARTNER,
+                body=_ref("RegistrationCreate"),
+                ok={
+                    "201": _response(
+                        "Created, Active, with its secret.", _ref("RegistrationCreated")
+                    )
+                },
+            ),
+            "get": _operation(
+                operation_id="listRegistrations",
+                summary="List registrations (not Deleted)",
+                tag="registrations",
+                auth=PARTNER,
+                ok={"200": _response("The partner's registrations.", _ref("RegistrationList"))},
+            ),
+        },
+        base + "/{id}": {
+            "get": _operation(
+                operation_id="getRegistration",
+                summary="Get a registration",
+                tag="registrations",
+                auth=PARTNER,
+                parameters=[reg_id],
+                problems=(404,),
+                ok={"200": _response("The registration.", _ref("Registration"))},
+            ),
+            "patch": _operation(
+                operation_id="updateRegistration",
+                summary="Update a registration",
+                tag="registrations",
+                auth=PARTNER,
+                parameters=[reg_id],
+                body=_ref("RegistrationUpdate"),
+                problems=(404, 409),
+                ok={"200": _response("The updated registration.", _ref("Registration"))},
+            ),
+            "delete": _operation(
+                operation_id="deleteRegistration",
+                summary="Delete a registration (its queued events are discarded)",
+                tag="registrations",
+                auth=PARTNER,
+                parameters=[reg_id],
+                problems=(404, 409),
+                ok={"204": _response("Deleted.")},
+            ),
+        },
+        base + "/{id}/restart": registration_action(
+            "restartRegistration",
+            "Restart a Suspended registration",
+            "Suspended -> Restarting: the next queued event gets one attempt; success makes it "
+            "Active and drains the queue, failure makes it Suspended again. Any other status "
+            "answers 409. `resendFailed: true` also re-queues its Failed events.",
+            body=_ref("RestartRequest"),
+        ),
+        base + "/{id}/pause": registration_action(
+            "pauseRegistration",
+            "Pause deliveries",
+            "The partner's manual switch: the queue is kept, nothing is attempted. Answers 409 "
+            "when the current status cannot be paused.",
+        ),
+        base + "/{id}/unpause": registration_action(
+            "unpauseRegistration",
+            "Unpause deliveries",
+            "Paused -> Active. Answers 409 when the registration is not Paused.",
+        ),
+        base + "/{id}/rotate-secret": {
+            "post": _operation(
+                operation_id="rotateRegistrationSecret",
+                summary="Rotate the signing secret",
+                description=(
+                    "During the grace period deliveries carry one signature per live secret."
+                ),
+                tag="registrations",
+                auth=PARTNER,
+                parameters=[reg_id],
+                body=_ref("RotateSecretRequest"),
+                body_required=False,
+                problems=(404, 409),
+                ok={"200": _response("The new secret.", _ref("RotateResult"))},
+            ),
+        },
+        base + "/{id}/test": {
+            "post": _operation(
+                operation_id="testRegistration",
+                summary="Send one synchronous test.event delivery",
+                description="The attempt is recorded; no status changes.",
+                tag="registrations",
+                auth=PARTNER,
+                parameters=[reg_id],
+                problems=(404, 409),
+                ok={"200": _response("The outcome of the attempt.", _ref("TestResult"))},
+            ),
+        },
+        "/webhooks/v1/events": {
+            "get": _operation(
+                operation_id="listEvents",
+                summary="List event objects, newest first",
+                tag="events",
+                auth=PARTNER,
+                parameters=[
+                    _query_param(
+                        "registrationId",
+                        "Only this registration's events.",
+                        {"type": "string", "format": "uuid"},
+                    ),
+                    _query_param("eventName", "Only this event name.", {"type": "string"}),
+                    _query_param(
+                        "status", "Only this status.", {"type": "string", "enum": EVENT_STATUSES}
+                    ),
+                    _query_param(
+                        "createdAfter",
+                        "Only events created after this time.",
+                        {"type": "string", "format": "date-time"},
+                    ),
+                    _query_param(
+                        "createdBefore",
+                        "Only events created before this time.",
+                        {"type": "string", "format": "date-time"},
+                    ),
+                    _query_param(
+                        "limit",
+                        "Page size.",
+                        {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": EVENTS_PAGE_MAX,
+                            "default": EVENTS_PAGE_DEFAULT,
+                        },
+                    ),
+                    _query_param(
+                        "cursor", "The `nextCursor` of the previous page.", {"type": "string"}
+                    ),
+                ],
+                ok={"200": _response("A page of events.", _ref("EventPage"))},
+            ),
+        },
+        "/webhooks/v1/events/{id}": {
+            "get": _operation(
+                operation_id="getEvent",
+                summary="Get an event object",
+                tag="events",
+                auth=PARTNER,
+                parameters=[event_id],
+                problems=(404,),
+                ok={"200": _response("The event.", _ref("Event"))},
+            ),
+        },
+        "/webhooks/v1/events/{id}/attempts": {
+            "get": _operation(
+                operation_id="listEventAttempts",
+                summary="List an event's delivery attempts",
+                tag="events",
+                auth=PARTNER,
+                parameters=[event_id],
+                problems=(404,),
+                ok={"200": _response("Every attempt.", _ref("AttemptList"))},
+            ),
+        },
+        "/webhooks/v1/events/{id}/resend": {
+            "post": _operation(
+                operation_id="resendEvent",
+                summary="Resend an event (Pending again, a new round of attempts)",
+                tag="events",
+                auth=PARTNER,
+                parameters=[event_id],
+                problems=(404, 409),
+                ok={"202": _response("Queued again.", _ref("Event"))},
+            ),
+        },
+        "/webhooks/v1/event-types": {
+            "get": _operation(
+                operation_id="listEventTypes",
+                summary="List the event type catalog",
+                tag="event-types",
+                auth=PARTNER,
+                ok={"200": _response("The catalog.", _ref("EventTypeList"))},
+            ),
+        },
+    }
+
+
+def _service_paths() -> dict[str, Any]:
+    return {
+        "/healthz": {
+            "get": _operation(
+                operation_id="healthz",
+                summary="Liveness: 200 while the process runs",
+                tag="service",
+                auth=None,
+                database=False,
+                ok={"200": _response("Alive.", _ref("Health"))},
+            ),
+        },
+        "/readyz": {
+            "get": _operation(
+                operation_id="readyz",
+                summary="Readiness: 200 only with the database reachable and migrated",
+                tag="service",
+                auth=None,
+                ok={"200": _response("Ready.", _ref("Health"))},
+            ),
+        },
+        "/metrics": {
+            "get": _operation(
+                operation_id="metrics",
+                summary="Prometheus metrics",
+                tag="service",
+                auth=None,
+                database=False,
+                ok={
+                    "200": {
+                        "description": "Prometheus text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            ),
+        },
+        "/openapi.json": {
+            "get": _operation(
+                operation_id="openapi",
+                summary="This OpenAPI 3.1 document",
+                tag="service",
+                auth=None,
+                database=False,
+                ok={"200": _response("The document.", {"type": "object"})},
+            ),
+        },
+    }
+
+
+def _webhooks() -> dict[str, Any]:
+    def header(name: str, description: str, schema: Schema) -> Schema:
+        return {
+            "name": name,
+            "in": "header",
+            "required": True,
+            "description": description,
+            "schema": schema,
+        }
+
+    return {
+        "eventObject": {
+            "post": {
+                "operationId": "deliverEventObject",
+                "summary": "An event object POSTed to a registration's URL",
+                "description": (
+                    "Sent with `Content-Type: application/json`, no redirects followed. If the "
+                    "registration has `basicAuth`, also `Authorization: Basic <basicAuth>`. "
+                    "Verify the Standard Webhooks signature before trusting the body."
+                ),
+                "tags": ["webhooks"],
+                "security": [],
+                "parameters": [
+                    header(
+                        "webhook-id",
+                        "The event id; the same on every attempt (deduplicate on it).",
+                        {"type": "string", "format": "uuid"},
+                    ),
+                    header(
+                        "webhook-timestamp",
+                        "Unix seconds when this attempt was signed.",
+                        {"type": "integer", "minimum": 0},
+                    ),
+                    header(
+                        "webhook-signature",
+                        (
+                            "Space-separated "
+                            '`v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` entries, '
+                            "keyed with the bytes the base64 after the secret's `whsec_` decodes "
+                            "to; one entry per live secret during a rotation's grace period."
+                        ),
+                        {"type": "string", "pattern": SIGNATURE_PATTERN},
+                    ),
+                    header(
+                        "User-Agent",
+                        "`broker-webhooks/<version>`.",
+                        {"type": "string", "pattern": r"^broker-webhooks/"},
+                    ),
+                ],
+                "requestBody": {"required": True, "content": _json(_ref("Event"))},
+                "responses": {
+                    "2XX": {"description": "Delivered."},
+                    "410": {
+                        "description": "Gone: the registration becomes Suspended at once.",
+                    },
+                    "default": {
+                        "description": (
+                            "Any other answer (3xx, 4xx, 5xx), a timeout or a connection error is "
+                            "a failure, retried on the schedule; a Retry-After on 429/503 is "
+                            "honoured. After the last retry the event is Failed and the "
+                            "registration Suspended."
+                        ),
+                    },
+                },
+            }
+        }
+    }
+
+
+_DESCRIPTION = """\
+broker aggregates resource events from core systems into signed event objects delivered to
+partners' webhook registrations.
+
+**Authentication.** Every `/admin/v1/*`, `/internal/v1/*` and `/webhooks/v1/*` request carries
+`Authorization: Bearer <key>`: the admin token for `/admin/v1/*`, a producer key for
+`/internal/v1/*`, a partner key for `/webhooks/v1/*` (scoped to that partner). A missing, unknown
+or revoked key answers 401; a valid key of the wrong kind answers 403; another partner's
+registration or event answers 404, exactly as if it did not exist.
+
+**Errors.** Every 4xx and 5xx body is `application/problem+json` (RFC 9457) with at least `title`,
+`status` and `detail`. Validation failures (400) add `errors: [{"field", "message"}]`, naming
+batch items by index (`events[3].resource`). A request that fails validation changes nothing.
+
+**Aggregation.** Resource events are grouped per (partner, event name). A group's window opens at
+its first resource event and closes after `BROKER_WINDOW_MIN_SECONDS` (default 30) without a new
+one, `BROKER_WINDOW_MAX_SECONDS` (default 120) after it opened, or at
+`BROKER_WINDOW_MAX_RESOURCES` (default 1000) distinct resources, whichever comes first. At close,
+one event object is created per matching, non-Deleted registration of the partner, listing each
+resource once in first-seen order, and delivered as described under `webhooks`.
+"""
+
+
+def openapi_document(version: str, *, ingest_max_events: int = INGEST_MAX_EVENTS) -> dict[str, Any]:
+    """The OpenAPI 3.1.0 document of broker's HTTP API, as a fresh JSON-serializable dict.
+
+    ``ingest_max_events`` is ``BROKER_INGEST_MAX_EVENTS`` so that the served document matches the
+    running server's batch limit.
+    """
+    bearer = {"type": "http", "scheme": "bearer"}
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "broker",
+            "version": version,
+            "summary": "An aggregating event-batch webhook broker.",
+            "description": _DESCRIPTION,
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "tags": [
+            {"name": "admin", "description": "Partners, keys and the event type catalog."},
+            {"name": "producer", "description": "Resource events from core systems."},
+            {"name": "registrations", "description": "A partner's webhook registrations."},
+            {"name": "events", "description": "A partner's event objects and their attempts."},
+            {"name": "event-types", "description": "The event type catalog, for partners."},
+            {"name": "service", "description": "Health, readiness, metrics and this document."},
+            {"name": "webhooks", "description": "What broker POSTs to registrations."},
+        ],
+        "paths": {
+            **_admin_paths(),
+            **_producer_paths(),
+            **_partner_paths(),
+            **_service_paths(),
+        },
+        "webhooks": _webhooks(),
+        "components": {
+            "schemas": _schemas(ingest_max_events),
+            "responses": _problem_response_components(),
+            "headers": {
+                "RetryAfter": {
+                    "description": "Seconds to wait before retrying.",
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            },
+            "securitySchemes": {
+                ADMIN: {
+                    **bearer,
+                    "description": "The admin token (BROKER_ADMIN_TOKEN); for /admin/v1/*.",
+                },
+                PRODUCER: {
+                    **bearer,
+                    "description": (
+                        "A producer key (POST /admin/v1/producer-keys); for /internal/v1/*."
+                    ),
+                },
+                PARTNER: {
+                    **bearer,
+                    "description": (
+                        "A partner key (POST /admin/v1/partners or /admin/v1/partners/{id}/keys); "
+                        "for /webhooks/v1/*, scoped to that partner."
+                    ),
+                },
+            },
+        },
+    }

@@ -1,0 +1,891 @@
+/*
+ * broker partner portal: a dependency-free single-page app over the same-origin Partner API.
+ *
+ * Rules this file keeps:
+ *  - API strings never become HTML: every node is built with createElement/textContent.
+ *  - The partner key lives only in sessionStorage ("broker.partnerKey").
+ *  - Polling (registrations list, pending event detail) runs only while its view is shown and the
+ *    tab is visible, and re-renders only what changed so open dialogs and forms are left alone.
+ */
+(function () {
+  "use strict";
+
+  const STORAGE_KEY = "broker.partnerKey";
+  const POLL_MS = 3000;
+  const EVENTS_PAGE_SIZE = 50;
+  const REG_STATUSES = ["Active", "Suspended", "Restarting", "Paused"];
+
+  const state = {
+    key: null,
+    route: { view: "registrations" },
+    registrations: [],          // last list from the API
+    regRows: new Map(),         // id -> { row, snapshot }
+    eventTypes: null,           // catalog names, or null when unknown
+    events: { filters: {}, cursor: null, nextCursor: null, page: 1, token: 0 },
+    event: null,                // the event shown in the detail view
+    detailToken: 0,
+    regPollTimer: null,
+    detailPollTimer: null,
+    pollFailing: false,
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---------------------------------------------------------------- DOM helpers
+
+  /** el("td", {className: "x", dataset: {id}}, child, "text") — children may be nodes or strings. */
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(props || {})) {
+      if (value === undefined || value === null) continue;
+      if (name === "dataset") Object.assign(node.dataset, value);
+      else if (name === "attrs") for (const [a, v] of Object.entries(value)) node.setAttribute(a, v);
+      else node[name] = value;
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function formatTime(iso) {
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return String(iso);
+    return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  }
+
+  /** A <time> whose text is local and readable, with the exact ISO value kept in datetime/title. */
+  function timeEl(iso, emptyText = "Never") {
+    if (!iso) return el("span", { className: "muted" }, emptyText);
+    return el("time", { dateTime: iso, title: iso }, formatTime(iso));
+  }
+
+  function badge(kind, status) {
+    return el("span", { className: `badge ${kind}-${status}` }, status);
+  }
+
+  function routeHref(hash) {
+    // <base href="/portal/"> would turn a bare "#/x" into "/portal/#/x", a different document when
+    // the page is served at "/portal"; anchoring to the current path keeps navigation in-page.
+    return location.pathname + location.search + hash;
+  }
+
+  function routeLink(hash, text, props) {
+    return el("a", Object.assign({ href: routeHref(hash) }, props), text);
+  }
+
+  function show(node, visible) { node.hidden = !visible; }
+
+  // ---------------------------------------------------------------- messages
+
+  let statusTimer = null;
+
+  function announce(message) {
+    clearAlert();
+    const region = $("status");
+    region.textContent = message;
+    clearTimeout(statusTimer);
+    statusTimer = setTimeout(() => { region.textContent = ""; }, 10000);
+  }
+
+  function clearAlert() { $("alert").replaceChildren(); }
+
+  /** Shows an RFC 9457 problem (or any Error) in the role="alert" region. */
+  function showError(err, heading) {
+    if (err && err.signedOut) return;         // signOut() has already said why
+    const problem = (err && err.problem) || { title: "Error", detail: String((err && err.message) || err) };
+    const region = $("alert");
+    const children = [el("p", { className: "alert-title" }, heading || problem.title || "Request failed")];
+    if (problem.detail) children.push(el("p", { className: "alert-detail" }, problem.detail));
+    if (Array.isArray(problem.errors) && problem.errors.length) {
+      children.push(el("ul", { className: "alert-errors" }, problem.errors.map((e) =>
+        el("li", {}, el("strong", { className: "error-field" }, e.field || "request"), ": ",
+          el("span", { className: "error-message" }, e.message || "")))));
+    }
+    region.replaceChildren(...children);
+  }
+
+  // ---------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(status, problem) {
+      super(problem.detail || problem.title || `HTTP ${status}`);
+      this.status = status;
+      this.problem = problem;
+    }
+  }
+
+  async function api(method, path, body, keyOverride) {
+    const key = keyOverride || state.key;
+    const headers = { Accept: "application/json, application/problem+json" };
+    if (key) headers.Authorization = `Bearer ${key}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let res;
+    try {
+      res = await fetch(path, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: "omit", cache: "no-store",
+      });
+    } catch (e) {
+      throw new ApiError(0, { title: "Network error", status: 0, detail: `The broker could not be reached (${e.message}).` });
+    }
+    const text = await res.text();
+    let data = null;
+    if (text) {
+      try { data = JSON.parse(text); } catch (e) { data = null; }
+    }
+    if (!res.ok) {
+      const problem = data && typeof data === "object" ? data
+        : { title: res.statusText || "Request failed", status: res.status, detail: text.slice(0, 300) || `HTTP ${res.status}` };
+      const error = new ApiError(res.status, problem);
+      // A key revoked mid-session: drop it rather than polling with it forever.
+      if (res.status === 401 && !keyOverride && state.key) {
+        signOut("Your key is no longer accepted. Please sign in again.");
+        error.signedOut = true;
+      }
+      throw error;
+    }
+    return data;
+  }
+
+  const regPath = (id, suffix = "") => `/webhooks/v1/registrations/${encodeURIComponent(id)}${suffix}`;
+  const eventPath = (id, suffix = "") => `/webhooks/v1/events/${encodeURIComponent(id)}${suffix}`;
+
+  // ---------------------------------------------------------------- session
+
+  async function signIn(event) {
+    event.preventDefault();
+    clearAlert();
+    const input = $("api-key");
+    const key = input.value.trim();
+    if (!key) { showError({ problem: { detail: "Enter your partner API key." } }, "Sign-in failed"); input.focus(); return; }
+    const button = $("sign-in");
+    button.disabled = true;
+    try {
+      const list = await api("GET", "/webhooks/v1/registrations", undefined, key);
+      sessionStorage.setItem(STORAGE_KEY, key);
+      state.key = key;
+      input.value = "";
+      state.registrations = (list && list.data) || [];
+      announce("Signed in.");
+      enterApp();
+    } catch (err) {
+      if (err.status === 401 || err.status === 403) showError(err, "That key was not accepted");
+      else showError(err, "Sign-in failed");
+      input.focus();
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function signOut(message) {
+    sessionStorage.removeItem(STORAGE_KEY);
+    state.key = null;
+    stopRegPolling();
+    stopDetailPolling();
+    state.registrations = [];
+    state.regRows.clear();
+    state.event = null;
+    state.eventTypes = null;
+    $("registrations-body").replaceChildren();
+    $("events-body").replaceChildren();
+    hidePanels();
+    for (const d of document.querySelectorAll("dialog[open]")) d.close();
+    showShell(false);
+    if (message) showError({ problem: { detail: message } }, "Signed out");
+    else announce("Signed out.");
+    $("api-key").focus();
+  }
+
+  function showShell(signedIn) {
+    show($("main-nav"), signedIn);
+    show($("sign-out"), signedIn);
+    show($("signin"), !signedIn);
+    if (!signedIn) for (const id of ["registrations", "events", "event-detail"]) show($(id), false);
+  }
+
+  function enterApp() {
+    showShell(true);
+    loadEventTypes();
+    route(true);
+  }
+
+  // ---------------------------------------------------------------- routing
+
+  function parseRoute() {
+    const raw = location.hash.replace(/^#/, "");
+    const q = raw.indexOf("?");
+    const path = q >= 0 ? raw.slice(0, q) : raw;
+    const params = new URLSearchParams(q >= 0 ? raw.slice(q + 1) : "");
+    const parts = path.split("/").filter(Boolean);
+    if (parts[0] === "events" && parts[1]) return { view: "event", id: decodeURIComponent(parts[1]) };
+    if (parts[0] === "events") return { view: "events", params };
+    return { view: "registrations" };
+  }
+
+  function route(moveFocus) {
+    if (!state.key) return;
+    state.route = parseRoute();
+    const view = state.route.view;
+    show($("registrations"), view === "registrations");
+    show($("events"), view === "events");
+    show($("event-detail"), view === "event");
+    for (const [id, views] of [["nav-registrations", ["registrations"]], ["nav-events", ["events", "event"]]]) {
+      if (views.includes(view)) $(id).setAttribute("aria-current", "page");
+      else $(id).removeAttribute("aria-current");
+    }
+    stopRegPolling();
+    stopDetailPolling();
+    if (view === "registrations") {
+      document.title = "Registrations · Partner portal";
+      renderRegistrations(state.registrations);
+      refreshRegistrations().finally(scheduleRegPoll);
+    } else if (view === "events") {
+      document.title = "Events · Partner portal";
+      openEvents(state.route.params);
+    } else {
+      document.title = "Event · Partner portal";
+      openEventDetail(state.route.id);
+    }
+    if (moveFocus) {
+      const heading = { registrations: "registrations-heading", events: "events-heading", event: "event-detail-heading" }[view];
+      $(heading).focus({ preventScroll: false });
+    }
+  }
+
+  function navigate(hash) {
+    if (location.hash === hash) route(true);
+    else location.hash = hash;
+  }
+
+  // ---------------------------------------------------------------- registrations
+
+  async function refreshRegistrations() {
+    const key = state.key;
+    try {
+      const list = await api("GET", "/webhooks/v1/registrations");
+      if (key !== state.key) return;           // signed out meanwhile
+      state.registrations = (list && list.data) || [];
+      state.pollFailing = false;
+      renderRegistrations(state.registrations);
+      fillRegistrationSelect();
+    } catch (err) {
+      // Repeating the same failure every 3 s would spam screen readers: report the first only.
+      if (state.key && !state.pollFailing) showError(err, "Could not load registrations");
+      state.pollFailing = true;
+    }
+  }
+
+  function regPollWanted() { return Boolean(state.key) && state.route.view === "registrations" && !document.hidden; }
+
+  function scheduleRegPoll() {
+    clearTimeout(state.regPollTimer);
+    state.regPollTimer = regPollWanted() ? setTimeout(async () => {
+      state.regPollTimer = null;
+      if (!regPollWanted()) return;
+      await refreshRegistrations();
+      scheduleRegPoll();
+    }, POLL_MS) : null;
+  }
+
+  function stopRegPolling() { clearTimeout(state.regPollTimer); state.regPollTimer = null; }
+
+  function actionsFor(status) {
+    const actions = ["edit"];
+    if (status === "Active" || status === "Restarting") actions.push("pause");
+    if (status === "Paused") actions.push("unpause");
+    if (status === "Suspended") actions.push("restart");
+    actions.push("test", "rotate-secret", "events", "delete");
+    return actions;
+  }
+
+  const ACTION_LABELS = {
+    edit: "Edit", pause: "Pause", unpause: "Unpause", restart: "Restart", test: "Test",
+    "rotate-secret": "Rotate secret", events: "Events", delete: "Delete",
+  };
+
+  function buildRegistrationRow(reg) {
+    const urlId = `reg-url-${reg.id}`;
+    const status = String(reg.status || "");
+    const types = Array.isArray(reg.eventTypes) ? reg.eventTypes : [];
+    return el("tr", { dataset: { registrationId: reg.id, status } },
+      el("td", { className: "cell-url" },
+        el("span", { id: urlId, className: "url" }, reg.url || ""),
+        reg.description ? el("span", { className: "description" }, reg.description) : null),
+      el("td", {}, el("ul", { className: "tags" }, types.map((t) => el("li", {}, el("code", {}, t))))),
+      el("td", {}, badge("status", status)),
+      el("td", { className: "num" }, String(reg.failureCount ?? 0)),
+      el("td", {}, timeEl(reg.lastSuccessAt)),
+      el("td", {}, timeEl(reg.lastFailureAt)),
+      el("td", {}, el("div", { className: "row-actions" }, actionsFor(status).map((action) =>
+        el("button", {
+          type: "button",
+          className: action === "delete" ? "button-small button-danger" : "button-small",
+          dataset: { action },
+          attrs: { "aria-describedby": urlId },
+        }, ACTION_LABELS[action])))));
+  }
+
+  /** Keyed, minimal re-render: unchanged rows (and the focus inside them) stay untouched. */
+  function renderRegistrations(list) {
+    const body = $("registrations-body");
+    const seen = new Set();
+    list.forEach((reg, index) => {
+      seen.add(reg.id);
+      const snapshot = JSON.stringify(reg);
+      const entry = state.regRows.get(reg.id);
+      let row = entry && entry.row;
+      if (!entry || entry.snapshot !== snapshot) {
+        const fresh = buildRegistrationRow(reg);
+        if (row) {
+          const focused = row.contains(document.activeElement) ? document.activeElement : null;
+          row.replaceWith(fresh);
+          if (focused) {
+            const again = fresh.querySelector(`[data-action="${focused.dataset.action}"]`) || fresh.querySelector("button");
+            if (again) again.focus();
+          }
+        }
+        row = fresh;
+        state.regRows.set(reg.id, { row, snapshot });
+      }
+      if (body.children[index] !== row) body.insertBefore(row, body.children[index] || null);
+    });
+    for (const [id, entry] of state.regRows) {
+      if (!seen.has(id)) { entry.row.remove(); state.regRows.delete(id); }
+    }
+    show($("registrations-empty"), list.length === 0);
+  }
+
+  function upsertRegistration(reg) {
+    if (!reg || !reg.id) return;
+    const i = state.registrations.findIndex((r) => r.id === reg.id);
+    if (i >= 0) state.registrations[i] = reg; else state.registrations.push(reg);
+    renderRegistrations(state.registrations);
+  }
+
+  function findRegistration(id) { return state.registrations.find((r) => r.id === id); }
+
+  function regLabel(reg) { return reg ? (reg.description ? `${reg.description} (${reg.url})` : reg.url) : "registration"; }
+
+  async function onRegistrationAction(event) {
+    const button = event.target.closest("button[data-action]");
+    if (!button) return;
+    const row = button.closest("tr[data-registration-id]");
+    const id = row.dataset.registrationId;
+    const reg = findRegistration(id);
+    const action = button.dataset.action;
+    if (action === "events") { navigate(`#/events?registrationId=${encodeURIComponent(id)}`); return; }
+    if (action === "edit") { openEditDialog(reg, button); return; }
+    clearAlert();
+    button.disabled = true;
+    try {
+      if (action === "pause" || action === "unpause") {
+        upsertRegistration(await api("POST", regPath(id, `/${action}`), {}));
+        announce(action === "pause" ? "Registration paused." : "Registration unpaused.");
+      } else if (action === "restart") {
+        const choice = await restartDialog(button);
+        if (!choice) return;
+        upsertRegistration(await api("POST", regPath(id, "/restart"), { resendFailed: choice.resendFailed }));
+        announce(choice.resendFailed ? "Registration restarting; failed events re-queued." : "Registration restarting.");
+      } else if (action === "delete") {
+        const ok = await confirmDialog(`Delete the registration for ${regLabel(reg)}? Its queued events are discarded. This cannot be undone.`, "Delete", button);
+        if (!ok) return;
+        await api("DELETE", regPath(id));
+        state.registrations = state.registrations.filter((r) => r.id !== id);
+        renderRegistrations(state.registrations);
+        fillRegistrationSelect();
+        announce("Registration deleted.");
+        $("registrations-heading").focus();
+      } else if (action === "test") {
+        button.textContent = "Testing…";
+        const result = await api("POST", regPath(id, "/test"), {});
+        showTestResult(reg, result);
+      } else if (action === "rotate-secret") {
+        const result = await api("POST", regPath(id, "/rotate-secret"), { graceSeconds: 86400 });
+        showSecret(result.secret, `New secret for ${regLabel(reg)}. The previous secret stays valid for 24 hours.`);
+        announce("Secret rotated.");
+      }
+    } catch (err) {
+      showError(err, `Could not ${ACTION_LABELS[action].toLowerCase()} the registration`);
+    } finally {
+      if (button.isConnected) {
+        button.disabled = false;
+        button.textContent = ACTION_LABELS[action];
+      }
+    }
+  }
+
+  function hidePanels() {
+    show($("secret-panel"), false);
+    $("secret-value").value = "";
+    show($("test-result"), false);
+  }
+
+  function showSecret(secret, context) {
+    $("secret-context").textContent = context;
+    $("secret-value").value = secret || "";
+    show($("secret-panel"), true);
+    $("secret-value").focus();
+    $("secret-value").select();
+  }
+
+  async function copySecret() {
+    const input = $("secret-value");
+    try {
+      await navigator.clipboard.writeText(input.value);
+    } catch (e) {
+      input.select();
+      document.execCommand("copy");
+    }
+    announce("Secret copied to the clipboard.");
+  }
+
+  function showTestResult(reg, result) {
+    const attempt = (result && result.attempt) || {};
+    const panel = $("test-result");
+    panel.dataset.success = String(Boolean(result && result.success));
+    $("test-result-summary").replaceChildren(
+      badge("event", result && result.success ? "Success" : "Failed"), " ",
+      result && result.success ? "The test delivery succeeded" : "The test delivery failed",
+      ` for ${regLabel(reg)}.`);
+    const rows = [
+      ["Response status", attempt.responseStatus ?? "none"],
+      ["Duration", attempt.durationMs != null ? `${attempt.durationMs} ms` : "—"],
+      ["Attempted", attempt.attemptedAt ? timeEl(attempt.attemptedAt) : "—"],
+      ["Error", attempt.error || "none"],
+      ["Response excerpt", el("pre", { className: "body-excerpt" }, attempt.responseBody || "(empty)")],
+    ];
+    $("test-result-attempt").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+    show(panel, true);
+    $("test-result-heading").focus();
+    announce(result && result.success ? "Test delivery succeeded." : "Test delivery failed.");
+  }
+
+  function parseEventTypes(text) {
+    return [...new Set(String(text).split(/[\s,]+/).map((s) => s.trim()).filter(Boolean))];
+  }
+
+  async function loadEventTypes() {
+    try {
+      const res = await api("GET", "/webhooks/v1/event-types");
+      const items = Array.isArray(res) ? res : (res && (res.data || res.eventTypes)) || [];
+      state.eventTypes = items.map((t) => (typeof t === "string" ? { name: t } : t)).filter((t) => t && t.name);
+    } catch (err) {
+      state.eventTypes = null;                 // the free-text field still works
+    }
+    renderEventTypeOptions();
+  }
+
+  function renderEventTypeOptions() {
+    const list = $("create-event-type-list");
+    const types = state.eventTypes || [];
+    const chosen = new Set(parseEventTypes($("create-event-types").value));
+    list.replaceChildren(...types.map((t, i) => {
+      const id = `create-event-type-${i}`;
+      return el("div", { className: "checkbox" },
+        el("input", { type: "checkbox", id, value: t.name, checked: chosen.has(t.name), name: "event-type" }),
+        el("label", { htmlFor: id }, el("code", {}, t.name), t.description ? ` — ${t.description}` : ""));
+    }));
+    show($("create-event-type-options"), types.length > 0);
+  }
+
+  function syncEventTypeText(event) {
+    const box = event.target;
+    if (box.type !== "checkbox") return;
+    const field = $("create-event-types");
+    let names = parseEventTypes(field.value);
+    if (box.checked && !names.includes(box.value)) names.push(box.value);
+    if (!box.checked) names = names.filter((n) => n !== box.value);
+    field.value = names.join(", ");
+  }
+
+  function syncEventTypeBoxes() {
+    const chosen = new Set(parseEventTypes($("create-event-types").value));
+    for (const box of $("create-event-type-list").querySelectorAll("input[type=checkbox]")) box.checked = chosen.has(box.value);
+  }
+
+  async function createRegistration(event) {
+    event.preventDefault();
+    clearAlert();
+    const body = {
+      url: $("create-url").value.trim(),
+      eventTypes: parseEventTypes($("create-event-types").value),
+    };
+    const description = $("create-description").value.trim();
+    const basicAuth = $("create-basic-auth").value;
+    if (description) body.description = description;
+    if (basicAuth) body.basicAuth = basicAuth;
+    const button = $("create-submit");
+    button.disabled = true;
+    try {
+      const reg = await api("POST", "/webhooks/v1/registrations", body);
+      $("create-form").reset();
+      syncEventTypeBoxes();
+      upsertRegistration(Object.fromEntries(Object.entries(reg).filter(([k]) => k !== "secret")));
+      fillRegistrationSelect();
+      showSecret(reg.secret, `Registration created for ${regLabel(reg)}. Use this secret to verify webhook signatures.`);
+      announce("Registration created.");
+    } catch (err) {
+      showError(err, "Could not create the registration");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- dialogs
+
+  /** Focuses `button`, or its stand-in if polling has re-rendered its row meanwhile. */
+  function refocus(button) {
+    if (!button) return;
+    if (button.isConnected) { button.focus(); return; }
+    const id = button.closest("tr") && button.closest("tr").dataset.registrationId;
+    const entry = id && state.regRows.get(id);
+    const target = entry && (entry.row.querySelector(`[data-action="${button.dataset.action}"]`) || entry.row.querySelector("button"));
+    if (target) target.focus();
+  }
+
+  /** Opens a <dialog>, resolves with onClose(result) once it closes, and returns focus. */
+  function runDialog(dialog, setup, returnFocus) {
+    return new Promise((resolve) => {
+      let result = null;
+      const finish = (value) => { result = value; dialog.close(); };
+      const cleanup = setup(finish);
+      dialog.addEventListener("close", () => {
+        cleanup();
+        refocus(returnFocus);
+        resolve(result);
+      }, { once: true });
+      dialog.showModal();
+    });
+  }
+
+  function confirmDialog(message, okLabel, returnFocus) {
+    const dialog = $("confirm-dialog");
+    $("confirm-message").textContent = message;
+    $("confirm-ok").textContent = okLabel;
+    return runDialog(dialog, (finish) => {
+      const ok = () => finish(true);
+      const cancel = () => finish(false);
+      $("confirm-ok").addEventListener("click", ok);
+      $("confirm-cancel").addEventListener("click", cancel);
+      setTimeout(() => $("confirm-cancel").focus());
+      return () => {
+        $("confirm-ok").removeEventListener("click", ok);
+        $("confirm-cancel").removeEventListener("click", cancel);
+      };
+    }, returnFocus).then(Boolean);
+  }
+
+  function restartDialog(returnFocus) {
+    $("restart-resend-failed").checked = false;
+    return runDialog($("restart-dialog"), (finish) => {
+      const ok = () => finish({ resendFailed: $("restart-resend-failed").checked });
+      const cancel = () => finish(null);
+      $("restart-ok").addEventListener("click", ok);
+      $("restart-cancel").addEventListener("click", cancel);
+      setTimeout(() => $("restart-resend-failed").focus());
+      return () => {
+        $("restart-ok").removeEventListener("click", ok);
+        $("restart-cancel").removeEventListener("click", cancel);
+      };
+    }, returnFocus);
+  }
+
+  function openEditDialog(reg, returnFocus) {
+    if (!reg) return;
+    const types = Array.isArray(reg.eventTypes) ? reg.eventTypes : [];
+    $("edit-url").value = reg.url || "";
+    $("edit-event-types").value = types.join(", ");
+    $("edit-description").value = reg.description || "";
+    $("edit-basic-auth").value = "";
+    $("edit-clear-basic-auth").checked = false;
+    runDialog($("edit-dialog"), (finish) => {
+      const submit = async (event) => {
+        event.preventDefault();
+        const patch = {};
+        const url = $("edit-url").value.trim();
+        const newTypes = parseEventTypes($("edit-event-types").value);
+        const description = $("edit-description").value.trim();
+        if (url !== (reg.url || "")) patch.url = url;
+        if (JSON.stringify(newTypes) !== JSON.stringify(types)) patch.eventTypes = newTypes;
+        if (description !== (reg.description || "")) patch.description = description;
+        if ($("edit-clear-basic-auth").checked) patch.basicAuth = null;
+        else if ($("edit-basic-auth").value) patch.basicAuth = $("edit-basic-auth").value;
+        if (Object.keys(patch).length === 0) { finish(null); announce("Nothing changed."); return; }
+        clearAlert();
+        $("edit-save").disabled = true;
+        try {
+          upsertRegistration(await api("PATCH", regPath(reg.id), patch));
+          finish(true);
+          announce("Registration updated.");
+        } catch (err) {
+          showError(err, "Could not update the registration");   // the dialog stays open to fix input
+        } finally {
+          $("edit-save").disabled = false;
+        }
+      };
+      const cancel = () => finish(null);
+      $("edit-form").addEventListener("submit", submit);
+      $("edit-cancel").addEventListener("click", cancel);
+      setTimeout(() => $("edit-url").focus());
+      return () => {
+        $("edit-form").removeEventListener("submit", submit);
+        $("edit-cancel").removeEventListener("click", cancel);
+      };
+    }, returnFocus);
+  }
+
+  // ---------------------------------------------------------------- events list
+
+  const FILTER_FIELDS = [
+    ["registrationId", "filter-registration"], ["eventName", "filter-event-name"], ["status", "filter-status"],
+    ["createdAfter", "filter-created-after"], ["createdBefore", "filter-created-before"],
+  ];
+
+  function isoToLocalInput(iso) {
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return "";
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+
+  function localInputToIso(value) {
+    if (!value) return "";
+    const d = new Date(value);              // datetime-local values parse as local time
+    return Number.isNaN(d.getTime()) ? "" : d.toISOString();
+  }
+
+  function fillRegistrationSelect(preferred) {
+    const select = $("filter-registration");
+    const current = preferred === undefined ? select.value : preferred;
+    const options = [el("option", { value: "" }, "All registrations")];
+    for (const reg of state.registrations) options.push(el("option", { value: reg.id }, regLabel(reg)));
+    if (current && !state.registrations.some((r) => r.id === current)) options.push(el("option", { value: current }, current));
+    select.replaceChildren(...options);
+    select.value = current;
+  }
+
+  function openEvents(params) {
+    const filters = {};
+    for (const [name] of FILTER_FIELDS) {
+      const v = params.get(name);
+      if (v) filters[name] = v;
+    }
+    state.events.filters = filters;
+    for (const [name, id] of FILTER_FIELDS) {
+      const v = filters[name] || "";
+      $(id).value = name.startsWith("created") ? (v ? isoToLocalInput(v) : "") : v;
+    }
+    fillRegistrationSelect(filters.registrationId || "");
+    if (state.registrations.length === 0) refreshRegistrations();
+    loadEvents(null, 1);
+  }
+
+  async function loadEvents(cursor, page) {
+    const token = ++state.events.token;
+    const q = new URLSearchParams(state.events.filters);
+    q.set("limit", String(EVENTS_PAGE_SIZE));
+    if (cursor) q.set("cursor", cursor);
+    $("events-table").setAttribute("aria-busy", "true");
+    try {
+      const res = await api("GET", `/webhooks/v1/events?${q}`);
+      if (token !== state.events.token) return;
+      Object.assign(state.events, { cursor, nextCursor: (res && res.nextCursor) || null, page });
+      renderEvents((res && res.data) || []);
+    } catch (err) {
+      if (token === state.events.token) showError(err, "Could not load events");
+    } finally {
+      if (token === state.events.token) $("events-table").removeAttribute("aria-busy");
+    }
+  }
+
+  function renderEvents(list) {
+    $("events-body").replaceChildren(...list.map((ev) => el("tr", { dataset: { eventId: ev.id }, className: "clickable" },
+      el("td", {}, timeEl(ev.createdAt, "—")),
+      el("td", {}, routeLink(`#/events/${encodeURIComponent(ev.id)}`, ev.eventName || ev.id, { className: "event-link" })),
+      el("td", {}, badge("event", String(ev.status || ""))),
+      el("td", { className: "num" }, String(Array.isArray(ev.resources) ? ev.resources.length : 0)),
+      el("td", {}, timeEl(ev.lastAttemptedAt, "Not yet")))));
+    show($("events-empty"), list.length === 0);
+    $("events-next").disabled = !state.events.nextCursor;
+    $("events-first").disabled = state.events.page <= 1;
+    $("events-page").textContent = `Page ${state.events.page}`;
+  }
+
+  function applyFilters(event) {
+    event.preventDefault();
+    const q = new URLSearchParams();
+    for (const [name, id] of FILTER_FIELDS) {
+      const raw = $(id).value.trim();
+      const v = name.startsWith("created") ? localInputToIso(raw) : raw;
+      if (v) q.set(name, v);
+    }
+    const qs = q.toString();
+    navigate(qs ? `#/events?${qs}` : "#/events");
+  }
+
+  function onEventRowClick(event) {
+    if (event.target.closest("a")) return;      // the link navigates by itself
+    const row = event.target.closest("tr[data-event-id]");
+    if (row) navigate(`#/events/${encodeURIComponent(row.dataset.eventId)}`);
+  }
+
+  // ---------------------------------------------------------------- event detail
+
+  function detailPollWanted() {
+    return Boolean(state.key) && state.route.view === "event" && !document.hidden
+      && Boolean(state.event) && state.event.status === "Pending";
+  }
+
+  function scheduleDetailPoll() {
+    clearTimeout(state.detailPollTimer);
+    state.detailPollTimer = detailPollWanted() ? setTimeout(async () => {
+      state.detailPollTimer = null;
+      if (!detailPollWanted()) return;
+      await loadEventDetail(state.event.id);
+      scheduleDetailPoll();
+    }, POLL_MS) : null;
+  }
+
+  function stopDetailPolling() { clearTimeout(state.detailPollTimer); state.detailPollTimer = null; }
+
+  function openEventDetail(id) {
+    if (!state.event || state.event.id !== id) {
+      state.event = null;
+      $("event-detail-heading").textContent = "Event";
+      $("event-fields").replaceChildren();
+      $("event-resources").replaceChildren();
+      $("attempts-body").replaceChildren();
+    }
+    $("event-back").href = routeHref(eventsBackHash());
+    loadEventDetail(id).finally(scheduleDetailPoll);
+  }
+
+  function eventsBackHash() {
+    const qs = new URLSearchParams(state.events.filters).toString();
+    return qs ? `#/events?${qs}` : "#/events";
+  }
+
+  async function loadEventDetail(id) {
+    const token = ++state.detailToken;
+    try {
+      const [ev, attempts] = await Promise.all([api("GET", eventPath(id)), api("GET", eventPath(id, "/attempts"))]);
+      if (token !== state.detailToken || state.route.view !== "event" || state.route.id !== id) return;
+      state.event = ev;
+      renderEventDetail(ev, (attempts && attempts.data) || []);
+    } catch (err) {
+      if (token === state.detailToken) showError(err, err.status === 404 ? "Event not found" : "Could not load the event");
+    }
+  }
+
+  const EVENT_FIELD_LABELS = {
+    id: "ID", eventName: "Event name", status: "Status", partnerId: "Partner ID", registrationId: "Registration",
+    createdAt: "Created", lastAttemptedAt: "Last attempt",
+  };
+
+  function renderEventDetail(ev, attempts) {
+    $("event-detail-heading").textContent = `Event ${ev.eventName || ""}`.trim();
+    const values = {
+      status: badge("event", String(ev.status || "")),
+      createdAt: timeEl(ev.createdAt, "—"),
+      lastAttemptedAt: timeEl(ev.lastAttemptedAt, "Not yet"),
+      registrationId: ev.registrationId ? el("span", {},
+        el("code", {}, ev.registrationId), " ",
+        routeLink(`#/events?registrationId=${encodeURIComponent(ev.registrationId)}`, "(all its events)")) : "—",
+    };
+    const keys = Object.keys(EVENT_FIELD_LABELS).concat(Object.keys(ev).filter((k) => !(k in EVENT_FIELD_LABELS) && k !== "resources"));
+    const items = [];
+    for (const k of keys) {
+      if (!(k in ev) && !(k in values)) continue;
+      let v = k in values ? values[k] : ev[k];
+      if (!(v instanceof Node)) v = v === null || v === undefined ? "—" : (typeof v === "object" ? JSON.stringify(v) : String(v));
+      items.push(el("dt", {}, EVENT_FIELD_LABELS[k] || k), el("dd", { dataset: { field: k } }, v));
+    }
+    const resources = Array.isArray(ev.resources) ? ev.resources : [];
+    items.push(el("dt", {}, "Resources"), el("dd", { dataset: { field: "resourceCount" } }, String(resources.length)));
+    $("event-fields").replaceChildren(...items);
+    $("event-resources").replaceChildren(...(resources.length ? resources.map((r) => el("li", {}, el("code", {}, r)))
+      : [el("li", { className: "muted" }, "No resources (for example a test event).")]));
+    const sorted = attempts.slice().sort((a, b) => (a.attemptNumber || 0) - (b.attemptNumber || 0));
+    $("attempts-body").replaceChildren(...sorted.map((a) => el("tr", { dataset: { attemptNumber: String(a.attemptNumber) } },
+      el("td", { className: "num" }, String(a.attemptNumber ?? "")),
+      el("td", {}, timeEl(a.attemptedAt, "—")),
+      el("td", { className: "num" }, a.durationMs != null ? `${a.durationMs} ms` : "—"),
+      el("td", { className: "num" }, a.responseStatus != null ? String(a.responseStatus) : "none"),
+      el("td", {}, a.error || "—"),
+      el("td", {}, el("pre", { className: "body-excerpt" }, a.responseBody || "")))));
+    show($("attempts-empty"), sorted.length === 0);
+    show($("event-live"), ev.status === "Pending");
+  }
+
+  async function resendEvent() {
+    const ev = state.event;
+    if (!ev) return;
+    clearAlert();
+    const button = $("event-resend");
+    button.disabled = true;
+    try {
+      await api("POST", eventPath(ev.id, "/resend"), {});
+      announce("Event queued for redelivery.");
+      stopDetailPolling();
+      await loadEventDetail(ev.id);
+      scheduleDetailPoll();
+    } catch (err) {
+      showError(err, "Could not resend the event");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  function onVisibilityChange() {
+    if (document.hidden) { stopRegPolling(); stopDetailPolling(); return; }
+    if (!state.key) return;
+    if (state.route.view === "registrations") refreshRegistrations().finally(scheduleRegPoll);
+    else if (state.route.view === "event" && state.event) loadEventDetail(state.event.id).finally(scheduleDetailPoll);
+  }
+
+  function init() {
+    for (const link of document.querySelectorAll("a[data-route]")) link.href = routeHref(link.dataset.route);
+    const skip = document.querySelector("[data-skip-link]");
+    skip.href = routeHref("#main");
+    skip.addEventListener("click", (e) => { e.preventDefault(); $("main").focus(); });
+
+    $("signin-form").addEventListener("submit", signIn);
+    $("sign-out").addEventListener("click", () => signOut());
+    $("registrations-body").addEventListener("click", onRegistrationAction);
+    $("create-form").addEventListener("submit", createRegistration);
+    $("create-event-type-list").addEventListener("change", syncEventTypeText);
+    $("create-event-types").addEventListener("input", syncEventTypeBoxes);
+    $("secret-copy").addEventListener("click", copySecret);
+    $("secret-dismiss").addEventListener("click", () => {
+      show($("secret-panel"), false);
+      $("secret-value").value = "";
+      $("registrations-heading").focus();
+    });
+    $("test-result-dismiss").addEventListener("click", () => { show($("test-result"), false); $("registrations-heading").focus(); });
+    $("events-filter").addEventListener("submit", applyFilters);
+    $("filter-clear").addEventListener("click", () => navigate("#/events"));
+    $("events-next").addEventListener("click", () => {
+      if (state.events.nextCursor) loadEvents(state.events.nextCursor, state.events.page + 1);
+    });
+    $("events-first").addEventListener("click", () => loadEvents(null, 1));
+    $("events-body").addEventListener("click", onEventRowClick);
+    $("event-resend").addEventListener("click", resendEvent);
+    window.addEventListener("hashchange", () => { clearAlert(); route(true); });
+    document.addEventListener("visibilitychange", onVisibilityChange);
+
+    const stored = sessionStorage.getItem(STORAGE_KEY);
+    if (stored) {
+      state.key = stored;
+      enterApp();                 // a revoked key answers 401 and api() signs out
+    } else {
+      showShell(false);
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();

@@ -1,0 +1,80 @@
+"""Service endpoints: liveness, readiness, metrics, the OpenAPI document and the portal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from broker import __version__
+from broker.api.appkeys import STORE
+from broker.api.problems import Problem
+from broker.api.serialize import json_response
+from broker.metrics import REGISTRY
+
+routes = web.RouteTableDef()
+PORTAL_DIR = Path(__file__).parent / "portal"
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        ready = await request.app[STORE].ping()
+    except Exception:
+        ready = False
+    if not ready:
+        raise Problem(
+            503,
+            "Service Unavailable",
+            "the database is unreachable or not migrated",
+            headers={"Retry-After": "2"},
+        )
+    return json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    from broker.workers.gauges import refresh_gauges
+
+    await refresh_gauges(request.app[STORE])
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+_openapi_cache: bytes | None = None
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    global _openapi_cache
+    if _openapi_cache is None:
+        import orjson
+
+        from broker.api.openapi import openapi_document
+
+        _openapi_cache = orjson.dumps(openapi_document(__version__))
+    return web.Response(body=_openapi_cache, content_type="application/json")
+
+
+@routes.get("/portal")
+async def portal_redirect(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/portal/")
+
+
+@routes.get("/portal/")
+async def portal_index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(PORTAL_DIR / "index.html")
+
+
+@routes.get("/portal/{asset:[a-z]+\\.(?:js|css)}")
+async def portal_asset(request: web.Request) -> web.FileResponse:
+    path = PORTAL_DIR / request.match_info["asset"]
+    if not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path)

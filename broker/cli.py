@@ -1,0 +1,231 @@
+"""The ``broker`` command: serve, migrate, admin.
+
+``broker admin`` talks to the database directly (like ``manage.py``): operators can bootstrap
+partners and keys before any HTTP listener exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from broker import __version__
+from broker.config import ConfigError, Settings
+from broker.logs import configure_logging
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "role", "database_url"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return settings.replace(**overrides) if overrides else settings
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from broker.api.app import create_app
+    from broker.store.db import database_url
+
+    settings = _settings_from(args)
+    configure_logging(settings)
+    if settings.admin_token is None:
+        token = "bka_" + secrets.token_urlsafe(24)
+        settings = settings.replace(admin_token=token)
+        print(f"admin token (generated, shown once): {token}", flush=True)
+    url = database_url(settings)
+    where = (
+        "embedded PostgreSQL in " + str(settings.data_dir)
+        if not settings.database_url
+        else "BROKER_DATABASE_URL"
+    )
+    print(f"database: {where}", flush=True)
+    app = create_app(settings, url=url)
+    print(
+        f"broker {__version__} role={settings.role} listening on http://{settings.host}:{settings.port}"
+        f"  (portal: http://{settings.host}:{settings.port}/portal/)",
+        flush=True,
+    )
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=settings.delivery_timeout_seconds + 5,
+    )
+    return 0
+
+
+async def _with_store(settings: Settings, action: Callable[[Any], Awaitable[int]]) -> int:
+    from broker.store.db import create_pool, database_url, migrate
+    from broker.store.store import Store
+
+    pool = await create_pool(database_url(settings), size=2)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        return await action(Store(pool))
+    finally:
+        await pool.close()
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from broker.store.db import create_pool, database_url, migrate
+
+    settings = _settings_from(args)
+
+    async def run() -> int:
+        pool = await create_pool(database_url(settings), size=2)
+        try:
+            async with pool.acquire() as conn:
+                applied = await migrate(conn)
+        finally:
+            await pool.close()
+        print("applied: " + ", ".join(applied) if applied else "database is up to date")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [[("" if v is None else str(v)) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cmd_admin(args: argparse.Namespace) -> int:
+    import uuid
+
+    settings = _settings_from(args)
+
+    async def create_partner(store: Any) -> int:
+        partner, key = await store.create_partner(args.name)
+        print(
+            _table(
+                ["partner id", "name", "api key (shown once)"],
+                [[partner.id, partner.name, key.api_key]],
+            )
+        )
+        return 0
+
+    async def create_partner_key(store: Any) -> int:
+        key = await store.create_partner_key(uuid.UUID(args.partner_id))
+        if key is None:
+            print(f"no partner {args.partner_id}", file=sys.stderr)
+            return 1
+        print(_table(["key id", "api key (shown once)"], [[key.id, key.api_key]]))
+        return 0
+
+    async def create_producer_key(store: Any) -> int:
+        key = await store.create_producer_key(args.name)
+        print(_table(["key id", "name", "api key (shown once)"], [[key.id, key.name, key.api_key]]))
+        return 0
+
+    async def revoke_key(store: Any) -> int:
+        ok = await store.revoke_key(uuid.UUID(args.key_id))
+        print("revoked" if ok else f"no key {args.key_id}")
+        return 0 if ok else 1
+
+    async def add_event_type(store: Any) -> int:
+        from broker.api.validation import EVENT_TYPE_NAME
+
+        if not EVENT_TYPE_NAME.match(args.name):
+            print(
+                f"invalid event type name {args.name!r} (e.g. Core.Account.Opened)", file=sys.stderr
+            )
+            return 2
+        event_type, created = await store.put_event_type(args.name, args.description)
+        print(("created" if created else "updated") + f" event type {event_type.name}")
+        return 0
+
+    async def list_partners(store: Any) -> int:
+        partners = await store.list_partners()
+        print(
+            _table(
+                ["id", "name", "created"],
+                [[p.id, p.name, p.created_at.isoformat()] for p in partners],
+            )
+        )
+        return 0
+
+    async def list_event_types(store: Any) -> int:
+        types = await store.list_event_types()
+        print(_table(["name", "description"], [[t.name, t.description] for t in types]))
+        return 0
+
+    actions = {
+        "create-partner": create_partner,
+        "create-partner-key": create_partner_key,
+        "create-producer-key": create_producer_key,
+        "revoke-key": revoke_key,
+        "add-event-type": add_event_type,
+        "list-partners": list_partners,
+        "list-event-types": list_event_types,
+    }
+    try:
+        return asyncio.run(_with_store(settings, actions[args.admin_command]))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="broker", description="Aggregating event-batch webhook broker"
+    )
+    parser.add_argument("--version", action="version", version=f"broker {__version__}")
+    parser.add_argument("--database-url", dest="database_url", help="overrides BROKER_DATABASE_URL")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the broker (API and/or workers)")
+    serve.add_argument("--role", choices=["all", "api", "worker"])
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=_cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply pending SQL migrations")
+    migrate.set_defaults(func=_cmd_migrate)
+
+    admin = sub.add_parser("admin", help="create partners, keys and event types")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    p = admin_sub.add_parser("create-partner", help="create a partner and print its key")
+    p.add_argument("name")
+    p = admin_sub.add_parser("create-partner-key", help="issue another key for a partner")
+    p.add_argument("partner_id")
+    p = admin_sub.add_parser("create-producer-key", help="create a producer key")
+    p.add_argument("name")
+    p = admin_sub.add_parser("revoke-key", help="revoke a partner or producer key")
+    p.add_argument("key_id")
+    p = admin_sub.add_parser("add-event-type", help="add or update an event type")
+    p.add_argument("name")
+    p.add_argument("--description", default="")
+    admin_sub.add_parser("list-partners", help="list partners")
+    admin_sub.add_parser("list-event-types", help="list the event-type catalog")
+    admin.set_defaults(func=_cmd_admin)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

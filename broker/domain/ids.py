@@ -1,0 +1,65 @@
+"""Identifiers and timestamps as the contract spells them."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import NewType
+
+PartnerId = NewType("PartnerId", uuid.UUID)
+RegistrationId = NewType("RegistrationId", uuid.UUID)
+EventId = NewType("EventId", uuid.UUID)
+KeyId = NewType("KeyId", uuid.UUID)
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7).
+
+    Event ids are inserted at high rates; time-ordered ids keep the primary-key index appending at
+    its right edge instead of splitting random pages.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+def parse_uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def format_time(moment: datetime | None) -> str | None:
+    """RFC 3339 UTC with milliseconds and ``Z``: ``2018-07-26T03:48:55.969Z``."""
+    if moment is None:
+        return None
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp; naive times are refused (ambiguous)."""
+    if not isinstance(text, str) or "T" not in text.upper():
+        raise ValueError("must be an RFC 3339 timestamp such as 2026-01-01T00:00:00Z")
+    normalized = text.strip()
+    if normalized[-1] in "zZ":
+        normalized = normalized[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(normalized)
+    except ValueError:
+        raise ValueError("must be an RFC 3339 timestamp such as 2026-01-01T00:00:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError("must carry a time zone (Z or +hh:mm)")
+    return moment.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,94 @@
+"""Frozen, keyword-only value objects the store returns and the API serializes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from broker.domain.states import Status
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Partner:
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Principal:
+    """Who is calling: the key's kind and, for partner keys, its partner."""
+
+    kind: str  # "admin" | "partner" | "producer"
+    key_id: uuid.UUID | None = None
+    partner_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IssuedKey:
+    id: uuid.UUID
+    api_key: str  # plaintext, returned once
+    created_at: datetime
+    name: str | None = None
+    partner_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EventType:
+    name: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Registration:
+    id: uuid.UUID
+    partner_id: uuid.UUID
+    url: str
+    event_types: list[str]
+    description: str
+    status: Status
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: datetime | None
+    basic_auth: str | None
+    failure_count: int
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    id: uuid.UUID
+    partner_id: uuid.UUID
+    registration_id: uuid.UUID
+    event_name: str
+    resources: list[str]
+    status: str
+    created_at: datetime
+    last_attempted_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Attempt:
+    event_id: uuid.UUID
+    attempt_number: int
+    attempted_at: datetime
+    duration_ms: int
+    response_status: int | None
+    error: str | None
+    response_body: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResourceEvent:
+    """One validated item of an ingest request."""
+
+    partner_id: uuid.UUID
+    event_name: str
+    resource: str
+    occurred_at: datetime | None

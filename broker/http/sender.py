@@ -1,0 +1,123 @@
+"""One signed webhook POST and what came of it.
+
+Redirects are never followed (a 3xx is a failure: following it could lead to an address the
+registration check never saw). The response body is read only up to 1 KiB, so a receiver that
+answers with gigabytes or drips bytes slowly costs a bounded amount of memory and, with the
+session's total timeout, a bounded amount of time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from broker import __version__
+from broker.domain.retry import parse_retry_after
+from broker.domain.signing import secret_key_bytes, signature_header
+
+USER_AGENT = f"broker-webhooks/{__version__}"
+RESPONSE_EXCERPT_BYTES = 1024
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SendOutcome:
+    success: bool
+    status: int | None
+    error: str | None
+    body: str | None
+    duration_ms: int
+    retry_after: float | None
+
+
+def signed_headers(
+    *, msg_id: str, body: bytes, secrets: Sequence[str], basic_auth: str | None, now: float
+) -> dict[str, str]:
+    timestamp = int(now)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(
+            [secret_key_bytes(s) for s in secrets], msg_id, timestamp, body
+        ),
+    }
+    if basic_auth:
+        headers["Authorization"] = f"Basic {basic_auth}"
+    return headers
+
+
+async def _read_excerpt(response: aiohttp.ClientResponse) -> bytes:
+    data = b""
+    while len(data) < RESPONSE_EXCERPT_BYTES:
+        chunk = await response.content.read(RESPONSE_EXCERPT_BYTES - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    *,
+    url: str,
+    msg_id: str,
+    body: bytes,
+    secrets: Sequence[str],
+    basic_auth: str | None,
+    timeout: float,
+) -> SendOutcome:
+    started = time.monotonic()
+    headers = signed_headers(
+        msg_id=msg_id, body=body, secrets=secrets, basic_auth=basic_auth, now=time.time()
+    )
+    status: int | None = None
+    excerpt: bytes | None = None
+    retry_after: float | None = None
+    error: str | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            async with session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                status = response.status
+                if status in (429, 503):
+                    retry_after = parse_retry_after(
+                        response.headers.get("Retry-After"), now_epoch=time.time()
+                    )
+                excerpt = await _read_excerpt(response)
+                if not response.content.at_eof():
+                    # Unread body: drop the connection rather than drain an unbounded stream.
+                    response.close()
+    except TimeoutError:
+        error = f"timeout after {timeout:g}s" + (f" (status {status} received)" if status else "")
+    except aiohttp.ClientError as exc:
+        error = _describe(exc)
+    except (OSError, ValueError) as exc:  # e.g. an invalid URL or a refused address
+        error = f"{type(exc).__name__}: {exc}"
+    duration_ms = int((time.monotonic() - started) * 1000)
+    text = excerpt.decode("utf-8", "replace") if excerpt is not None else None
+    success = error is None and status is not None and 200 <= status < 300
+    if error is None and status is not None and not success:
+        error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
+    return SendOutcome(
+        success=success,
+        status=status if error is None or status is not None else None,
+        error=error,
+        body=text,
+        duration_ms=duration_ms,
+        retry_after=retry_after,
+    )
+
+
+def _describe(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS error: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"connection failed: {exc}"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"

@@ -1,0 +1,44 @@
+"""Operator metrics (Prometheus). Module-level so every part of one process shares them."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RESOURCE_EVENTS_INGESTED = Counter(
+    "broker_resource_events_ingested_total", "Resource events durably accepted", registry=REGISTRY
+)
+WINDOWS_CLOSED = Counter(
+    "broker_windows_closed_total", "Aggregation windows closed", registry=REGISTRY
+)
+EVENTS_CREATED = Counter(
+    "broker_event_objects_created_total", "Event objects created at window close", registry=REGISTRY
+)
+ATTEMPTS = Counter(
+    "broker_delivery_attempts_total",
+    "Delivery attempts by outcome",
+    ["outcome"],
+    registry=REGISTRY,
+)
+DELIVERY_LATENCY = Histogram(
+    "broker_delivery_duration_seconds",
+    "Duration of one delivery attempt (request to response)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+    registry=REGISTRY,
+)
+REGISTRATION_TRANSITIONS = Counter(
+    "broker_registration_transitions_total",
+    "Registration status changes",
+    ["to"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge("broker_queue_depth", "Pending event objects", registry=REGISTRY)
+QUEUE_OLDEST_AGE = Gauge(
+    "broker_queue_oldest_pending_age_seconds",
+    "Age of the oldest Pending event object",
+    registry=REGISTRY,
+)
+REGISTRATIONS_BY_STATUS = Gauge(
+    "broker_registrations", "Registrations by status", ["status"], registry=REGISTRY
+)

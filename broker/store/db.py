@@ -1,0 +1,133 @@
+"""Connections: where the database is, the pool, and the schema migrations.
+
+``BROKER_DATABASE_URL`` names an external PostgreSQL; without it broker starts the embedded server
+that the ``pgserver`` wheel ships, kept in ``BROKER_DATA_DIR``. Migrations are the ordered files in
+``sql/migrations``; each is applied once, in one transaction, and recorded in
+``schema_migrations``. A session-level advisory lock makes two processes starting at once take
+turns instead of racing to create the same tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from broker.config import Settings
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+# An arbitrary constant shared by every broker process: "broker migrations" in hex-ish.
+MIGRATION_LOCK_ID = 0x62726B6D
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise RuntimeError(f"migration file name not of the form 0001_name.sql: {path.name}")
+        found.append(Migration(version=match[1], name=path.stem, sql=path.read_text()))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two migrations share a version number in {directory}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply pending migrations; returns the names applied (empty when already current)."""
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version text PRIMARY KEY,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for migration in load_migrations():
+            if migration.version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+            log.info("applied migration %s", migration.name)
+            applied_now.append(migration.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+    return applied_now
+
+
+async def is_migrated(conn: asyncpg.Connection) -> bool:
+    """True when every migration on disk is recorded (what /readyz checks)."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return False
+    done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    return all(m.version in done for m in load_migrations())
+
+
+_embedded_servers: dict[Path, Any] = {}
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL kept under ``data_dir`` and return its URL."""
+    import pgserver  # imported lazily: it is only needed without BROKER_DATABASE_URL
+
+    pgdata = (data_dir / "pgdata").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = _embedded_servers.get(pgdata)
+    if server is None:
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        _embedded_servers[pgdata] = server
+    return str(server.get_uri())
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded_database_url(settings.data_dir)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb travels as bytes-fast orjson instead of the stdlib json module.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+async def create_pool(url: str, *, size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=1,
+        max_size=size,
+        init=_init_connection,
+        # Fail fast when the database is down, so ingest can answer 503 instead of hanging.
+        timeout=5,
+        command_timeout=60,
+        max_inactive_connection_lifetime=60,
+    )
+    assert pool is not None
+    return pool

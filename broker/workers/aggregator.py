@@ -1,0 +1,55 @@
+"""The aggregator: closes due windows into event objects.
+
+Driven by due times stored in ``window_groups`` rather than one timer per group: it sleeps until
+the earliest due time (at most one poll interval, the safety net), then closes everything due.
+Several processes may run it; ``SKIP LOCKED`` gives each window to exactly one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from broker import metrics
+from broker.store.store import Store, WindowRules
+from broker.workers.waiting import wait_any
+
+log = logging.getLogger(__name__)
+
+BATCH = 50
+
+
+class Aggregator:
+    def __init__(self, store: Store, rules: WindowRules, *, poll_interval: float) -> None:
+        self._store = store
+        self._rules = rules
+        self._poll = poll_interval
+        self.wake = asyncio.Event()
+
+    async def run_once(self) -> int:
+        """Close every window due now; returns the event objects created."""
+        created_total = 0
+        while True:
+            closed, created = await self._store.close_due_windows(self._rules, limit=BATCH)
+            metrics.WINDOWS_CLOSED.inc(closed)
+            metrics.EVENTS_CREATED.inc(created)
+            created_total += created
+            if closed < BATCH:
+                return created_total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await self.run_once()
+                due_in = await self._store.seconds_until_next_window()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("aggregator: %r; retrying in %.1fs", exc, backoff)
+                due_in = backoff
+                backoff = min(backoff * 2, 10)
+            sleep = self._poll if due_in is None else min(max(due_in, 0.01), self._poll)
+            self.wake.clear()
+            await wait_any(stop, self.wake, timeout=sleep)

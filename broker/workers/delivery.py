@@ -1,0 +1,225 @@
+"""Delivery workers: claim due event objects, POST them signed, record what happened.
+
+One loop claims batches (``FOR UPDATE SKIP LOCKED`` plus a lease) as long as it has free slots;
+each claimed event is sent by its own task, bounded by a global in-flight limit (the claim query
+bounds each registration's share, so one slow partner cannot take every slot). Results go to a
+buffer that a flusher writes in one transaction per batch. NOTIFY wakes the claimer; the poll
+interval is the safety net. If this process dies, its leases expire and the events are claimed
+again: a redelivery, never a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+import aiohttp
+
+from broker import metrics
+from broker.config import Settings
+from broker.domain.outcomes import decide
+from broker.domain.payload import event_body
+from broker.http.sender import send
+from broker.store.store import ClaimedDelivery, DeliveryResult, DeliveryTarget, Store
+from broker.workers.waiting import wait_any
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.02
+FLUSH_MAX = 500
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class DeliveryWorker:
+    def __init__(self, store: Store, settings: Settings, session: aiohttp.ClientSession) -> None:
+        self._store = store
+        self._settings = settings
+        self._session = session
+        self.name = worker_name()
+        self.wake = asyncio.Event()
+        self._inflight: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._slot_freed = asyncio.Event()
+        self._results: list[DeliveryResult] = []
+        self._results_ready = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    # ------------------------------------------------------------------ claiming
+
+    async def claim_once(self) -> int:
+        """Claim what fits in the free slots and start sending it; returns the number claimed."""
+        free = self._settings.delivery_concurrency - len(self._inflight)
+        if free <= 0:
+            return 0
+        claimed = await self._store.claim_deliveries(
+            limit=min(free, self._settings.delivery_batch_size),
+            per_registration=self._settings.delivery_per_registration,
+            lease_seconds=self._settings.lease_seconds,
+            worker_id=self.name,
+        )
+        if not claimed:
+            return 0
+        targets = await self._store.delivery_targets(c.registration_id for c in claimed)
+        for item in claimed:
+            target = targets.get(item.registration_id)
+            if target is None:  # registration removed between claim and lookup
+                continue
+            task = asyncio.create_task(self._deliver(item, target))
+            self._inflight[item.id] = task
+            task.add_done_callback(lambda _t, i=item.id: self._done(i))
+        return len(claimed)
+
+    def _done(self, event_id: uuid.UUID) -> None:
+        self._inflight.pop(event_id, None)
+        self._slot_freed.set()
+
+    async def _deliver(self, item: ClaimedDelivery, target: DeliveryTarget) -> None:
+        body = event_body(
+            event_id=item.id,
+            event_name=item.event_name,
+            partner_id=item.partner_id,
+            registration_id=item.registration_id,
+            created_at=item.created_at,
+            previous_attempted_at=item.previous_attempted_at,
+            resources=item.resources,
+        )
+        outcome = await send(
+            self._session,
+            url=target.url,
+            msg_id=str(item.id),
+            body=body,
+            secrets=target.secrets,
+            basic_auth=target.basic_auth,
+            timeout=self._settings.delivery_timeout_seconds,
+        )
+        decision = decide(
+            success=outcome.success,
+            response_status=outcome.status,
+            probe=item.probe,
+            round_attempts=item.round_attempts,
+            schedule=self._settings.retry_schedule,
+            jitter=self._settings.retry_jitter,
+            retry_after=outcome.retry_after,
+        )
+        finished_at = item.attempted_at + timedelta(milliseconds=outcome.duration_ms)
+        self._results.append(
+            DeliveryResult(
+                event_id=item.id,
+                registration_id=item.registration_id,
+                attempt_number=item.attempt_count,
+                attempted_at=item.attempted_at,
+                duration_ms=outcome.duration_ms,
+                response_status=outcome.status,
+                error=outcome.error,
+                response_body=outcome.body,
+                success=outcome.success,
+                new_event_status=decision.event_status,
+                next_attempt_at=(
+                    finished_at + timedelta(seconds=decision.retry_in)
+                    if decision.retry_in is not None
+                    else None
+                ),
+                round_attempts=item.round_attempts,
+                registration_trigger=decision.trigger,
+            )
+        )
+        metrics.ATTEMPTS.labels(outcome="success" if outcome.success else "failure").inc()
+        metrics.DELIVERY_LATENCY.observe(outcome.duration_ms / 1000)
+        if len(self._results) >= FLUSH_MAX or len(self._inflight) <= 1:
+            self._results_ready.set()
+
+    # ------------------------------------------------------------------ recording
+
+    async def flush(self) -> int:
+        """Write buffered results; on a database error they stay buffered for the next try."""
+        if not self._results:
+            return 0
+        batch, self._results = self._results, []
+        try:
+            await self._store.record_results(batch)
+        except BaseException:
+            self._results = batch + self._results
+            raise
+        for result in batch:
+            if result.registration_trigger is not None:
+                log.info(
+                    "registration %s: %s after event %s",
+                    result.registration_id,
+                    result.registration_trigger.value,
+                    result.event_id,
+                )
+        return len(batch)
+
+    async def _flush_loop(self) -> None:
+        backoff = 0.2
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._results_ready.wait(), timeout=FLUSH_INTERVAL)
+            self._results_ready.clear()
+            try:
+                if await self.flush():
+                    self.wake.set()  # slots were freed by recorded results: claim more
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("recording delivery results failed (%r); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5)
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._flusher = asyncio.create_task(self._flush_loop(), name="delivery-flush")
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                try:
+                    self.wake.clear()
+                    claimed = await self.claim_once()
+                    backoff = 0.5
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("claiming deliveries failed (%r); retrying in %.1fs", exc, backoff)
+                    await wait_any(stop, timeout=backoff)
+                    backoff = min(backoff * 2, 10)
+                    continue
+                if claimed and len(self._inflight) < self._settings.delivery_concurrency:
+                    continue  # there may be more due right now
+                self._slot_freed.clear()
+                waits = [stop, self.wake]
+                if len(self._inflight) >= self._settings.delivery_concurrency:
+                    waits = [stop, self._slot_freed]
+                await wait_any(*waits, timeout=self._settings.poll_interval_seconds)
+        finally:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Stop claiming; give in-flight sends a grace period, release the rest, flush results."""
+        grace = self._settings.delivery_timeout_seconds + 1
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=grace)
+        unfinished = list(self._inflight)
+        for task in list(self._inflight.values()):
+            task.cancel()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        try:
+            await self.flush()
+            await self._store.release_leases(unfinished, self.name)
+        except Exception as exc:  # the leases will expire by themselves
+            log.warning("could not flush or release on shutdown (%r)", exc)

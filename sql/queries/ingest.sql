@@ -1,0 +1,41 @@
+-- Producer ingest: resource events in, window due times kept current.
+
+-- name: claim_idempotency_key
+-- Inserted in the ingest transaction: a concurrent request with the same key waits on the
+-- unique index, then sees the conflict and returns the first answer.
+INSERT INTO idempotency_keys (producer_key_id, idempotency_key, response_status, response_body)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
+RETURNING 1;
+
+-- name: get_idempotent_answer
+-- Keys are honoured for 24 h; an older row is ignored (and purged by housekeeping).
+SELECT response_status, response_body FROM idempotency_keys
+WHERE producer_key_id = $1 AND idempotency_key = $2
+  AND created_at > now() - interval '24 hours';
+
+-- name: reclaim_expired_idempotency_key
+DELETE FROM idempotency_keys
+WHERE producer_key_id = $1 AND idempotency_key = $2
+  AND created_at <= now() - interval '24 hours';
+
+-- name: upsert_window_groups
+-- $1 partners, $2 event names, $3 resource-event counts; $4 min seconds, $5 max seconds,
+-- $6 max resources. Sorted so concurrent ingests lock groups in one order (no deadlocks).
+-- pending_count counts resource events, not distinct resources: it can only over-estimate, and
+-- the aggregator re-counts exactly before closing on the size rule.
+INSERT INTO window_groups AS g (partner_id, event_name, opened_at, last_event_at, pending_count, due_at)
+SELECT p, e, now(), now(), n,
+       CASE WHEN n >= $6 THEN now()
+            ELSE now() + make_interval(secs => least($4, $5)) END
+FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(p, e, n)
+ORDER BY p, e
+ON CONFLICT (partner_id, event_name) DO UPDATE SET
+    last_event_at = now(),
+    pending_count = g.pending_count + excluded.pending_count,
+    due_at = CASE WHEN g.pending_count + excluded.pending_count >= $6 THEN now()
+                  ELSE least(now() + make_interval(secs => $4),
+                             g.opened_at + make_interval(secs => $5)) END;
+
+-- name: purge_idempotency_keys
+DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours';
