@@ -275,9 +275,17 @@ def _schemas(ingest_max_events: int) -> dict[str, Schema]:
         ),
     }
 
+    own_secret: Schema = {
+        "type": ["string", "null"],
+        "pattern": SECRET_PATTERN,
+        "description": (
+            "Your own secret, `whsec_` + base64 of 24 to 64 bytes; generated when absent or null."
+        ),
+    }
+
     registration_props: dict[str, Schema] = {
         "id": uuid,
-        "url": {"type": "string", "format": "uri"},
+        "url": {"type": "string", "description": "The callback URL."},
         "eventTypes": {"type": "array", "items": {"type": "string"}},
         "description": {"type": "string"},
         "status": {"type": "string", "enum": REGISTRATION_STATUSES},
@@ -399,7 +407,9 @@ def _schemas(ingest_max_events: int) -> dict[str, Schema]:
                     "description": "A relative URI path, no whitespace or control characters.",
                     "examples": ["core/v1/dda/accounts/2001231231"],
                 },
-                "occurredAt": _timestamp("When the change happened at the producer (optional)."),
+                "occurredAt": _nullable_timestamp(
+                    "When the change happened at the producer (optional)."
+                ),
             },
             required=["partnerId", "eventName", "resource"],
             strict=True,
@@ -426,11 +436,7 @@ def _schemas(ingest_max_events: int) -> dict[str, Schema]:
                 "url": url,
                 "eventTypes": event_types,
                 "description": description_field,
-                "secret": {
-                    "type": "string",
-                    "pattern": SECRET_PATTERN,
-                    "description": "Optional own secret; generated when absent.",
-                },
+                "secret": own_secret,
                 "basicAuth": basic_auth,
             },
             required=["url", "eventTypes"],
@@ -472,15 +478,34 @@ def _schemas(ingest_max_events: int) -> dict[str, Schema]:
                     "maximum": GRACE_SECONDS_MAX,
                     "default": GRACE_SECONDS_DEFAULT,
                     "description": "How long the previous secret keeps signing deliveries.",
-                }
+                },
+                "secret": own_secret,
             },
             required=[],
             strict=True,
         ),
         "RotateResult": _object({"secret": secret}),
+        "PauseRequest": _object(
+            {"reason": {"description": "Free text for the caller's own records; not stored."}},
+            required=[],
+            strict=True,
+        ),
+        "EmptyRequest": {
+            "type": "object",
+            "description": "An optional empty JSON object.",
+            "maxProperties": 0,
+            "additionalProperties": False,
+        },
         "Attempt": _object(attempt_props, description="One delivery attempt."),
         "AttemptList": _list_of("Attempt", "Every attempt of the event, oldest first."),
-        "TestResult": _object({"success": {"type": "boolean"}, "attempt": _ref("Attempt")}),
+        "TestResult": _object(
+            {
+                "success": {"type": "boolean"},
+                "eventId": {**uuid, "description": "The id the test delivery was signed with."},
+                "attempt": _ref("Attempt"),
+            },
+            required=["success", "attempt"],
+        ),
         # Partner: events
         "Event": _object(
             {
@@ -622,7 +647,13 @@ def _producer_paths() -> dict[str, Any]:
             "The same key from the same producer key within 24 h returns the first answer again "
             "and stores nothing new."
         ),
-        "schema": {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH},
+        "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH},
+    }
+    replayed = {
+        "Idempotent-Replayed": {
+            "description": "`true` when this is the stored answer to an earlier request.",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
     }
     return {
         "/internal/v1/resource-events": {
@@ -638,7 +669,11 @@ def _producer_paths() -> dict[str, Any]:
                 parameters=[idempotency_key],
                 body=_ref("ResourceEventBatch"),
                 problems=(409, 429),
-                ok={"202": _response("Accepted and committed.", _ref("IngestAccepted"))},
+                ok={
+                    "202": _response(
+                        "Accepted and committed.", _ref("IngestAccepted"), headers=replayed
+                    )
+                },
             ),
         },
     }
@@ -680,7 +715,14 @@ def _partner_paths() -> dict[str, Any]:
                 body=_ref("RegistrationCreate"),
                 ok={
                     "201": _response(
-                        "Created, Active, with its secret.", _ref("RegistrationCreated")
+                        "Created, Active, with its secret.",
+                        _ref("RegistrationCreated"),
+                        headers={
+                            "Location": {
+                                "description": "The new registration's path.",
+                                "schema": {"type": "string"},
+                            }
+                        },
                     )
                 },
             ),
@@ -735,11 +777,13 @@ def _partner_paths() -> dict[str, Any]:
             "Pause deliveries",
             "The partner's manual switch: the queue is kept, nothing is attempted. Answers 409 "
             "when the current status cannot be paused.",
+            body=_ref("PauseRequest"),
         ),
         base + "/{id}/unpause": registration_action(
             "unpauseRegistration",
             "Unpause deliveries",
             "Paused -> Active. Answers 409 when the registration is not Paused.",
+            body=_ref("EmptyRequest"),
         ),
         base + "/{id}/rotate-secret": {
             "post": _operation(
@@ -765,6 +809,8 @@ def _partner_paths() -> dict[str, Any]:
                 tag="registrations",
                 auth=PARTNER,
                 parameters=[reg_id],
+                body=_ref("EmptyRequest"),
+                body_required=False,
                 problems=(404, 409),
                 ok={"200": _response("The outcome of the attempt.", _ref("TestResult"))},
             ),
@@ -781,7 +827,11 @@ def _partner_paths() -> dict[str, Any]:
                         "Only this registration's events.",
                         {"type": "string", "format": "uuid"},
                     ),
-                    _query_param("eventName", "Only this event name.", {"type": "string"}),
+                    _query_param(
+                        "eventName",
+                        "Only this event name.",
+                        {"type": "string", "minLength": 1, "maxLength": EVENT_NAME_MAX_LENGTH},
+                    ),
                     _query_param(
                         "status", "Only this status.", {"type": "string", "enum": EVENT_STATUSES}
                     ),
@@ -882,9 +932,9 @@ def _service_paths() -> dict[str, Any]:
             "get": _operation(
                 operation_id="metrics",
                 summary="Prometheus metrics",
+                description="Gauges are refreshed from the database, so this can answer 503.",
                 tag="service",
                 auth=None,
-                database=False,
                 ok={
                     "200": {
                         "description": "Prometheus text exposition format.",

@@ -93,13 +93,20 @@ _embedded_servers: dict[Path, Any] = {}
 
 def embedded_database_url(data_dir: Path) -> str:
     """Start (or join) the embedded PostgreSQL kept under ``data_dir`` and return its URL."""
-    import pgserver  # imported lazily: it is only needed without BROKER_DATABASE_URL
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); its fallback is fine.
+        warnings.simplefilter("ignore")
+        import pgserver  # imported lazily: it is only needed without BROKER_DATABASE_URL
 
     pgdata = (data_dir / "pgdata").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = _embedded_servers.get(pgdata)
     if server is None:
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")
         _embedded_servers[pgdata] = server
     return str(server.get_uri())
 

@@ -27,15 +27,15 @@ WHERE producer_key_id = $1 AND idempotency_key = $2
 INSERT INTO window_groups AS g (partner_id, event_name, opened_at, last_event_at, pending_count, due_at)
 SELECT p, e, now(), now(), n,
        CASE WHEN n >= $6 THEN now()
-            ELSE now() + make_interval(secs => least($4, $5)) END
+            ELSE now() + make_interval(secs => least($4::float8, $5::float8)) END
 FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(p, e, n)
 ORDER BY p, e
 ON CONFLICT (partner_id, event_name) DO UPDATE SET
     last_event_at = now(),
     pending_count = g.pending_count + excluded.pending_count,
     due_at = CASE WHEN g.pending_count + excluded.pending_count >= $6 THEN now()
-                  ELSE least(now() + make_interval(secs => $4),
-                             g.opened_at + make_interval(secs => $5)) END;
+                  ELSE least(now() + make_interval(secs => $4::float8),
+                             g.opened_at + make_interval(secs => $5::float8)) END;
 
 -- name: purge_idempotency_keys
 DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours';

@@ -30,15 +30,15 @@ SELECT count(*) FROM resource_events WHERE partner_id = $1 AND event_name = $2;
 -- What is left after a size-capped close opens the next window now.
 UPDATE window_groups SET
     opened_at = now(), last_event_at = now(), pending_count = $3,
-    due_at = CASE WHEN $3 >= $6 THEN now()
-                  ELSE now() + make_interval(secs => least($4, $5)) END
+    due_at = CASE WHEN $3::bigint >= $6::bigint THEN now()
+                  ELSE now() + make_interval(secs => least($4::float8, $5::float8)) END
 WHERE partner_id = $1 AND event_name = $2;
 
 -- name: reschedule_window_group
 -- The size estimate counted duplicates: keep the window open with the exact count.
 UPDATE window_groups SET
     pending_count = $3,
-    due_at = least(last_event_at + make_interval(secs => $4), opened_at + make_interval(secs => $5))
+    due_at = least(last_event_at + make_interval(secs => $4::float8), opened_at + make_interval(secs => $5::float8))
 WHERE partner_id = $1 AND event_name = $2;
 
 -- name: delete_window_group
@@ -84,7 +84,7 @@ WITH cand AS (
     LIMIT $1
 )
 UPDATE events ev SET
-    locked_until = now() + make_interval(secs => $3),
+    locked_until = now() + make_interval(secs => $3::float8),
     locked_by = $4,
     attempt_count = ev.attempt_count + 1,
     round_attempts = ev.round_attempts + 1,
@@ -117,7 +117,7 @@ WITH r AS (
     ) AS e
 )
 UPDATE events ev SET
-    locked_until = now() + make_interval(secs => $2),
+    locked_until = now() + make_interval(secs => $2::float8),
     locked_by = $3,
     attempt_count = ev.attempt_count + 1,
     last_attempted_at = now()

@@ -51,7 +51,7 @@ WHERE registration_id = $1 AND status = 'Failed';
 -- name: rotate_secret
 UPDATE registrations SET
     previous_secret = CASE WHEN $4 > 0 THEN secret END,
-    previous_secret_expires_at = CASE WHEN $4 > 0 THEN now() + make_interval(secs => $4) END,
+    previous_secret_expires_at = CASE WHEN $4 > 0 THEN now() + make_interval(secs => $4::float8) END,
     secret = $3,
     updated_at = now()
 WHERE id = $1 AND partner_id = $2 AND status <> 'Deleted'

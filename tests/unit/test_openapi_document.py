@@ -210,7 +210,7 @@ def test_statuses_follow_the_inputs(doc: dict[str, Any]) -> None:
         ]
         if uuid_params:
             assert "404" in codes, where
-        if path not in {"/healthz", "/metrics", "/openapi.json"}:
+        if path not in {"/healthz", "/openapi.json"}:
             assert "503" in codes, where
     ops = {(m, p): op for p, m, op in operations(doc)}
     assert "429" in ops[("post", "/internal/v1/resource-events")]["responses"]
@@ -261,7 +261,8 @@ def test_events_query_and_idempotency_header(doc: dict[str, Any]) -> None:
     assert header["name"] == "Idempotency-Key"
     assert header["in"] == "header"
     assert header["required"] is False
-    assert header["schema"]["maxLength"] == 255
+    assert (header["schema"]["minLength"], header["schema"]["maxLength"]) == (1, 255)
+    assert "Idempotent-Replayed" in ingest["responses"]["202"]["headers"]
 
 
 def test_webhook_is_described(doc: dict[str, Any]) -> None:
@@ -405,6 +406,8 @@ def test_ingest_body(doc: dict[str, Any]) -> None:
     check = validator(doc, "ResourceEventBatch")
     assert check.is_valid({"events": [item]})
     assert check.is_valid({"events": [{k: v for k, v in item.items() if k != "occurredAt"}]})
+    assert check.is_valid({"events": [{**item, "occurredAt": None}]})
+    assert not check.is_valid({"events": [{**item, "occurredAt": "yesterday"}]})
     assert check.is_valid({"events": [item] * 10000})
     assert not check.is_valid({"events": [item] * 10001})
     assert not check.is_valid({"events": []})
@@ -447,13 +450,44 @@ def test_registration_bodies(doc: dict[str, Any]) -> None:
     restart = validator(doc, "RestartRequest")
     assert restart.is_valid({}) and restart.is_valid({"resendFailed": True})
     assert not restart.is_valid({"resendFailed": "yes"})
+    create_secret = {**body, "secret": "whsec_" + "A" * 32}
+    assert create.is_valid(create_secret) and create.is_valid({**body, "secret": None})
+    assert not create.is_valid({**body, "secret": "sk_" + "A" * 32})
+
+    pause = validator(doc, "PauseRequest")
+    assert pause.is_valid({}) and pause.is_valid({"reason": "maintenance"})
+    assert not pause.is_valid({"why": "x"})
+    empty = validator(doc, "EmptyRequest")
+    assert empty.is_valid({}) and not empty.is_valid({"x": 1}) and not empty.is_valid([])
+
     rotate = validator(doc, "RotateSecretRequest")
+    assert rotate.is_valid({}) and rotate.is_valid({"secret": None})
     assert rotate.is_valid({"graceSeconds": 0}) and rotate.is_valid({"graceSeconds": 604800})
     assert not rotate.is_valid({"graceSeconds": 604801})
     assert not rotate.is_valid({"graceSeconds": 1.5})
     assert not rotate.is_valid({"graceSeconds": -1})
     props = doc["components"]["schemas"]["RotateSecretRequest"]["properties"]
     assert props["graceSeconds"]["default"] == 86400
+
+
+def test_optional_bodies(doc: dict[str, Any]) -> None:
+    expected = {
+        "restart": "RestartRequest",
+        "pause": "PauseRequest",
+        "unpause": "EmptyRequest",
+        "rotate-secret": "RotateSecretRequest",
+        "test": "EmptyRequest",
+    }
+    for action, name in expected.items():
+        body = doc["paths"][f"{REG}/{{id}}/{action}"]["post"]["requestBody"]
+        assert body["required"] is False, action
+        schema = body["content"]["application/json"]["schema"]
+        assert schema == {"$ref": f"#/components/schemas/{name}"}, action
+        assert doc["components"]["schemas"][name]["additionalProperties"] is False
+    for path, method, op in operations(doc):
+        if "requestBody" in op and op["requestBody"]["required"]:
+            schema = resolve(doc, op["requestBody"]["content"]["application/json"]["schema"])
+            assert schema["additionalProperties"] is False, (method, path)
 
 
 def test_generated_secrets_match_the_pattern() -> None:
@@ -506,6 +540,10 @@ def test_response_schemas(doc: dict[str, Any]) -> None:
     }
     assert validator(doc, "AttemptList").is_valid({"data": [attempt]})
     assert validator(doc, "TestResult").is_valid({"success": False, "attempt": attempt})
+    assert validator(doc, "TestResult").is_valid(
+        {"success": True, "eventId": reg["id"], "attempt": {**attempt, "responseStatus": 204}}
+    )
+    assert not validator(doc, "TestResult").is_valid({"success": True})
     assert validator(doc, "IngestAccepted").is_valid({"accepted": 3})
     assert validator(doc, "Health").is_valid({"status": "ok"})
     assert validator(doc, "RotateResult").is_valid({"secret": "whsec_abc"})

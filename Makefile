@@ -1,0 +1,42 @@
+# broker — make serve (run it), make test (run the suite). Both set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install serve test test-fast test-fault lint bench bench-quick clean browsers
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/broker serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -m "not fault" -q
+	$(BIN)/python -m pytest -m fault -q -p no:randomly
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -m "not fault and not browser" -q
+
+test-fault: $(STAMP)
+	$(BIN)/python -m pytest -m fault -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check broker tests bench
+	$(BIN)/ruff format --check broker tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick
+
+clean:
+	rm -rf $(VENV) .pytest-pg .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,274 @@
+"""Test fixtures: a real PostgreSQL per test, the broker app, real receivers on 127.0.0.1.
+
+The database is ``BROKER_TEST_DATABASE_URL`` when set, else an embedded server (``pgserver``)
+kept in ``.pytest-pg``. The migrations run once into a template database; each test gets a fresh
+``CREATE DATABASE ... TEMPLATE`` copy (milliseconds) and it is dropped afterwards, so tests are
+isolated and can run in parallel under pytest-xdist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from broker.api.app import create_app
+from broker.config import Settings
+from broker.store.db import embedded_database_url, migrate
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def base_database_url() -> str:
+    url = os.environ.get("BROKER_TEST_DATABASE_URL")
+    if url:
+        return url
+    return embedded_database_url(ROOT / ".pytest-pg")
+
+
+@pytest.fixture(scope="session")
+def template_database(base_database_url: str) -> Iterator[str]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"broker_tpl_{worker}_{os.getpid()}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(base_database_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(_with_database(base_database_url, name))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(base_database_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    yield name
+    asyncio.run(drop())
+
+
+@pytest.fixture
+async def db_url(base_database_url: str, template_database: str) -> AsyncIterator[str]:
+    name = f"broker_t_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(base_database_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    finally:
+        await conn.close()
+    yield _with_database(base_database_url, name)
+    conn = await asyncpg.connect(base_database_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection for asserting rows in PostgreSQL."""
+    conn = await asyncpg.connect(db_url)
+    yield conn
+    await conn.close()
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "admin_token": ADMIN_TOKEN,
+        "allow_private_urls": True,  # test receivers live on 127.0.0.1
+        "window_min_seconds": 0.3,
+        "window_max_seconds": 2.0,
+        "retry_schedule": (0.1, 0.2),
+        "retry_jitter": 0.0,
+        "delivery_timeout_seconds": 2.0,
+        "poll_interval_seconds": 0.2,
+        "lease_margin_seconds": 1.0,
+        "db_pool_size": 4,
+    }
+    base.update(overrides)
+    settings = Settings(**base)
+    settings.validate()
+    return settings
+
+
+MakeClient = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def make_client(db_url: str) -> AsyncIterator[MakeClient]:
+    """``await make_client(workers=True, window_min_seconds=1)`` -> a TestClient on the app."""
+    clients: list[TestClient] = []
+
+    async def factory(*, workers: bool = False, **overrides: Any) -> TestClient:
+        app = create_app(make_settings(**overrides), url=db_url, workers=workers)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in reversed(clients):
+        await client.close()
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> TestClient:
+    return await make_client()
+
+
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@dataclass
+class World:
+    """A partner, its key, a producer key and an event type, created through the admin API."""
+
+    client: TestClient
+    partner_id: str
+    partner_key: str
+    producer_key: str
+    event_name: str = "Core.Account.Opened"
+
+    @property
+    def partner(self) -> dict[str, str]:
+        return bearer(self.partner_key)
+
+    @property
+    def producer(self) -> dict[str, str]:
+        return bearer(self.producer_key)
+
+    async def register(self, url: str, event_types: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+        resp = await self.client.post(
+            "/webhooks/v1/registrations",
+            json={"url": url, "eventTypes": event_types or [self.event_name], **extra},
+            headers=self.partner,
+        )
+        assert resp.status == 201, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+    async def emit(self, resources: list[str], event_name: str | None = None, **headers: str) -> Any:
+        resp = await self.client.post(
+            "/internal/v1/resource-events",
+            json={
+                "events": [
+                    {"partnerId": self.partner_id, "eventName": event_name or self.event_name, "resource": r}
+                    for r in resources
+                ]
+            },
+            headers={**self.producer, **headers},
+        )
+        assert resp.status == 202, await resp.text()
+        return await resp.json()
+
+
+async def make_world(client: TestClient, *, event_types: tuple[str, ...] = ("Core.Account.Opened",)) -> World:
+    resp = await client.post("/admin/v1/partners", json={"name": "Acme"}, headers=admin_headers())
+    assert resp.status == 201, await resp.text()
+    partner = await resp.json()
+    resp = await client.post("/admin/v1/producer-keys", json={"name": "core"}, headers=admin_headers())
+    assert resp.status == 201, await resp.text()
+    producer = await resp.json()
+    for name in event_types:
+        resp = await client.put(f"/admin/v1/event-types/{name}", json={"description": name}, headers=admin_headers())
+        assert resp.status in (200, 201), await resp.text()
+    return World(
+        client=client,
+        partner_id=partner["id"],
+        partner_key=partner["apiKey"],
+        producer_key=producer["apiKey"],
+        event_name=event_types[0],
+    )
+
+
+@pytest.fixture
+async def world(client: TestClient) -> World:
+    return await make_world(client)
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A real HTTP receiver on 127.0.0.1 whose answers the test scripts."""
+
+    url: str = ""
+    received: list[Received] = field(default_factory=list)
+    # Called per request; returns a web.StreamResponse. Default: 200 "ok".
+    behaviour: Callable[[web.Request, int], Awaitable[web.StreamResponse]] | None = None
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.received.append(
+            Received(headers=dict(request.headers), body=body, at=asyncio.get_running_loop().time())
+        )
+        self.arrived.set()
+        if self.behaviour is not None:
+            return await self.behaviour(request, len(self.received))
+        return web.Response(text="ok")
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        async with asyncio.timeout(timeout):
+            while len(self.received) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.received
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", rec.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    rec.url = str(server.make_url("/hook"))
+    yield rec
+    await server.close()
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(interval)
