@@ -40,8 +40,6 @@ from broker.workers.housekeeping import Housekeeping
 
 log = logging.getLogger(__name__)
 
-WORKERS = web.AppKey("workers", "Workers")
-
 
 def window_rules(settings: Settings) -> WindowRules:
     return WindowRules(
@@ -73,6 +71,9 @@ class Workers:
     housekeeping: Housekeeping
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+WORKERS = web.AppKey("workers", Workers)
 
 
 def create_app(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 
 from aiohttp import web
 
@@ -70,3 +71,10 @@ def partner_of(request: web.Request) -> Principal:
     principal = request[PRINCIPAL]
     assert principal.partner_id is not None
     return principal
+
+
+def partner_id_of(request: web.Request) -> uuid.UUID:
+    """The calling partner's id (the auth middleware guarantees a partner key here)."""
+    partner_id = request[PRINCIPAL].partner_id
+    assert partner_id is not None
+    return partner_id

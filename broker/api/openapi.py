@@ -34,8 +34,9 @@ RESOURCE_PATTERN = r"^(?![A-Za-z][A-Za-z0-9+.-]*:)(?!//)[^\s\x00-\x1f\x7f-\x9f]+
 # Free text may hold anything but NUL (PostgreSQL text cannot); names must not be blank.
 TEXT_PATTERN = r"^[^\x00]*$"
 NAME_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
-# Basic credentials: printable ASCII, ``user:password`` or its base64 encoding.
-BASIC_AUTH_PATTERN = r"^[\x20-\x7e]+$"
+# Basic credentials as ``user:password`` in printable ASCII. The server also takes the base64
+# encoding of that, which no pattern can tell from other base64, so only the plain form is promised.
+BASIC_AUTH_PATTERN = r"^[\x20-\x7e]*:[\x20-\x7e]*$"
 # ``whsec_`` + standard base64 of 24 to 64 bytes (32 to 88 base64 characters).
 SECRET_PATTERN = r"^whsec_[A-Za-z0-9+/]{30,86}[A-Za-z0-9+/=]{2}$"
 SIGNATURE_PATTERN = r"^v1,[A-Za-z0-9+/]+={0,2}( v1,[A-Za-z0-9+/]+={0,2})*$"
@@ -137,6 +138,15 @@ def _response(description: str, schema: Schema | None = None, **extra: Any) -> d
         response["content"] = _json(schema)
     response.update(extra)
     return response
+
+
+def _links(parameter: str, expression: str, *operation_ids: str) -> dict[str, Any]:
+    """OpenAPI links feeding a runtime ``expression`` (``$response.body#/id``) into ``parameter``
+    of each named operation: how a client, or a stateful fuzzer, reaches what it just created."""
+    return {
+        op_id[0].upper() + op_id[1:]: {"operationId": op_id, "parameters": {parameter: expression}}
+        for op_id in operation_ids
+    }
 
 
 def _problem_responses(*codes: int) -> dict[str, Any]:
@@ -270,7 +280,7 @@ def _schemas(ingest_max_events: int) -> dict[str, Schema]:
         "pattern": BASIC_AUTH_PATTERN,
         "writeOnly": True,
         "description": (
-            "`user:password` or its base64 encoding, sent on every delivery as "
+            "`user:password` (its base64 encoding is accepted too), sent on every delivery as "
             "`Authorization: Basic <base64>`; never read back. `null` means none."
         ),
     }
@@ -560,7 +570,9 @@ def _admin_paths() -> dict[str, Any]:
                 body=_ref("PartnerCreate"),
                 ok={
                     "201": _response(
-                        "Created; `apiKey` is shown only here.", _ref("PartnerCreated")
+                        "Created; `apiKey` is shown only here.",
+                        _ref("PartnerCreated"),
+                        links=_links("id", "$response.body#/id", "createPartnerKey"),
                     )
                 },
             ),
@@ -580,7 +592,13 @@ def _admin_paths() -> dict[str, Any]:
                 auth=ADMIN,
                 parameters=[partner_id],
                 problems=(404,),
-                ok={"201": _response("Created; `apiKey` is shown only here.", _ref("Key"))},
+                ok={
+                    "201": _response(
+                        "Created; `apiKey` is shown only here.",
+                        _ref("Key"),
+                        links=_links("keyId", "$response.body#/id", "revokeKey"),
+                    )
+                },
             ),
         },
         "/admin/v1/keys/{keyId}": {
@@ -601,7 +619,13 @@ def _admin_paths() -> dict[str, Any]:
                 tag="admin",
                 auth=ADMIN,
                 body=_ref("ProducerKeyCreate"),
-                ok={"201": _response("Created; `apiKey` is shown only here.", _ref("ProducerKey"))},
+                ok={
+                    "201": _response(
+                        "Created; `apiKey` is shown only here.",
+                        _ref("ProducerKey"),
+                        links=_links("keyId", "$response.body#/id", "revokeKey"),
+                    )
+                },
             ),
         },
         "/admin/v1/event-types": {
@@ -679,6 +703,19 @@ def _producer_paths() -> dict[str, Any]:
     }
 
 
+_REGISTRATION_OPERATIONS = (
+    "getRegistration",
+    "updateRegistration",
+    "deleteRegistration",
+    "restartRegistration",
+    "pauseRegistration",
+    "unpauseRegistration",
+    "rotateRegistrationSecret",
+    "testRegistration",
+)
+_EVENT_OPERATIONS = ("getEvent", "listEventAttempts", "resendEvent")
+
+
 def _partner_paths() -> dict[str, Any]:
     reg_id = _path_param("id", "Registration id.")
     event_id = _path_param("id", "Event id.")
@@ -722,6 +759,10 @@ def _partner_paths() -> dict[str, Any]:
                                 "description": "The new registration's path.",
                                 "schema": {"type": "string"},
                             }
+                        },
+                        links={
+                            **_links("id", "$response.body#/id", *_REGISTRATION_OPERATIONS),
+                            **_links("query.registrationId", "$response.body#/id", "listEvents"),
                         },
                     )
                 },
@@ -859,7 +900,13 @@ def _partner_paths() -> dict[str, Any]:
                         "cursor", "The `nextCursor` of the previous page.", {"type": "string"}
                     ),
                 ],
-                ok={"200": _response("A page of events.", _ref("EventPage"))},
+                ok={
+                    "200": _response(
+                        "A page of events.",
+                        _ref("EventPage"),
+                        links=_links("id", "$response.body#/data/0/id", *_EVENT_OPERATIONS),
+                    )
+                },
             ),
         },
         "/webhooks/v1/events/{id}": {
@@ -870,7 +917,15 @@ def _partner_paths() -> dict[str, Any]:
                 auth=PARTNER,
                 parameters=[event_id],
                 problems=(404,),
-                ok={"200": _response("The event.", _ref("Event"))},
+                ok={
+                    "200": _response(
+                        "The event.",
+                        _ref("Event"),
+                        links=_links(
+                            "id", "$response.body#/id", "listEventAttempts", "resendEvent"
+                        ),
+                    )
+                },
             ),
         },
         "/webhooks/v1/events/{id}/attempts": {
@@ -892,7 +947,13 @@ def _partner_paths() -> dict[str, Any]:
                 auth=PARTNER,
                 parameters=[event_id],
                 problems=(404, 409),
-                ok={"202": _response("Queued again.", _ref("Event"))},
+                ok={
+                    "202": _response(
+                        "Queued again.",
+                        _ref("Event"),
+                        links=_links("id", "$response.body#/id", "getEvent", "listEventAttempts"),
+                    )
+                },
             ),
         },
         "/webhooks/v1/event-types": {

@@ -10,7 +10,7 @@ from datetime import datetime
 from aiohttp import web
 
 from broker.api.appkeys import STORE
-from broker.api.auth import partner_of
+from broker.api.auth import partner_id_of
 from broker.api.problems import invalid, not_found
 from broker.api.serialize import attempt_json, event_json, event_type_json, json_response
 from broker.domain.errors import FieldError
@@ -86,7 +86,7 @@ async def list_events(request: web.Request) -> web.Response:
     if errors:
         raise invalid(errors)
     events = await request.app[STORE].list_events(
-        partner_of(request).partner_id,  # type: ignore[arg-type]
+        partner_id_of(request),
         registration_id=registration_id,
         event_name=event_name,
         status=status,
@@ -107,7 +107,7 @@ async def _event_or_404(request: web.Request) -> Event:
         if event_id is None
         else await request.app[STORE].get_event(
             event_id,
-            partner_of(request).partner_id,  # type: ignore[arg-type]
+            partner_id_of(request),
         )
     )
     if event is None:
@@ -132,7 +132,7 @@ async def resend_event(request: web.Request) -> web.Response:
     event = await _event_or_404(request)
     resent = await request.app[STORE].resend_event(
         event.id,
-        partner_of(request).partner_id,  # type: ignore[arg-type]
+        partner_id_of(request),
     )
     if resent is None:  # its registration was deleted
         raise not_found("event")

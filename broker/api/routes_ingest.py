@@ -100,7 +100,7 @@ async def ingest(request: web.Request) -> web.Response:
 
 
 def _reference_errors(
-    raw: list[object], unknown_partners: set[object], unknown_types: set[str]
+    raw: list[object], unknown_partners: set[uuid.UUID], unknown_types: set[str]
 ) -> list[FieldError]:
     errors: list[FieldError] = []
     for index, entry in enumerate(raw):

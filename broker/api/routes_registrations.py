@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.api.appkeys import HTTP_SESSION, SETTINGS, STORE
-from broker.api.auth import partner_of
+from broker.api.auth import partner_id_of
 from broker.api.problems import invalid, not_found
 from broker.api.serialize import attempt_json, json_response, registration_json
 from broker.api.validation import (
@@ -73,7 +73,7 @@ def _registration_id(request: web.Request) -> uuid.UUID:
 async def _get_or_404(request: web.Request) -> Registration:
     reg = await request.app[STORE].get_registration(
         _registration_id(request),
-        partner_of(request).partner_id,  # type: ignore[arg-type]
+        partner_id_of(request),
     )
     if reg is None:
         raise not_found("registration")
@@ -112,7 +112,7 @@ async def create_registration(request: web.Request) -> web.Response:
         raise invalid(errors)
     assert url and patterns and secret is not None and description is not None
     reg = await request.app[STORE].create_registration(
-        partner_id=partner_of(request).partner_id,  # type: ignore[arg-type]
+        partner_id=partner_id_of(request),
         url=url,
         event_types=patterns,
         description=description,
@@ -128,9 +128,7 @@ async def create_registration(request: web.Request) -> web.Response:
 
 @routes.get("/webhooks/v1/registrations")
 async def list_registrations(request: web.Request) -> web.Response:
-    regs = await request.app[STORE].list_registrations(
-        partner_of(request).partner_id  # type: ignore[arg-type]
-    )
+    regs = await request.app[STORE].list_registrations(partner_id_of(request))
     return json_response({"data": [registration_json(r) for r in regs]})
 
 
@@ -163,7 +161,7 @@ async def update_registration(request: web.Request) -> web.Response:
         raise invalid(errors)
     reg = await request.app[STORE].update_registration(
         reg_id,
-        partner_of(request).partner_id,  # type: ignore[arg-type]
+        partner_id_of(request),
         url=url,
         event_types=patterns,
         description=description,
@@ -180,7 +178,7 @@ async def _transition(
 ) -> Registration:
     reg = await request.app[STORE].transition(
         _registration_id(request),
-        partner_of(request).partner_id,  # type: ignore[arg-type]
+        partner_id_of(request),
         trigger,
         resend_failed=resend_failed,
     )
@@ -252,7 +250,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
     assert secret is not None
     reg = await request.app[STORE].rotate_secret(
         _registration_id(request),
-        partner_of(request).partner_id,  # type: ignore[arg-type]
+        partner_id_of(request),
         secret,
         grace,
     )

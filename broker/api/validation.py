@@ -236,7 +236,7 @@ def parse_resource_events(
             if key not in _ITEM_FIELDS:
                 errors.append(FieldError(field=f"{where}.{key}", message="unknown field"))
         partner = check_uuid(raw.get("partnerId"), f"{where}.partnerId", errors)
-        name = raw.get("eventName")
+        name: str = raw.get("eventName")  # type: ignore[assignment]
         if not isinstance(name, str) or not EVENT_TYPE_NAME.match(name) or len(name) > 200:
             errors.append(
                 FieldError(field=f"{where}.eventName", message="must be an event type name")

@@ -385,7 +385,7 @@ class Store:
                     if new in (Status.ACTIVE, Status.RESTARTING):
                         await conn.execute(Q.notify_events)
                     return _registration(row)
-        raise TransitionRefused(current, trigger)
+        raise TransitionRefused(current or Status.DELETED, trigger)
 
     async def rotate_secret(
         self, registration_id: uuid.UUID, partner_id: uuid.UUID, secret: str, grace_seconds: int

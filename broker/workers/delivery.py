@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import aiohttp
@@ -77,12 +78,15 @@ class DeliveryWorker:
                 continue
             task = asyncio.create_task(self._deliver(item, target))
             self._inflight[item.id] = task
-            task.add_done_callback(lambda _t, i=item.id: self._done(i))
+            task.add_done_callback(self._on_done(item.id))
         return len(claimed)
 
-    def _done(self, event_id: uuid.UUID) -> None:
-        self._inflight.pop(event_id, None)
-        self._slot_freed.set()
+    def _on_done(self, event_id: uuid.UUID) -> Callable[[asyncio.Task[None]], None]:
+        def done(_task: asyncio.Task[None]) -> None:
+            self._inflight.pop(event_id, None)
+            self._slot_freed.set()
+
+        return done
 
     async def _deliver(self, item: ClaimedDelivery, target: DeliveryTarget) -> None:
         body = event_body(

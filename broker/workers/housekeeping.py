@@ -7,6 +7,7 @@ database. These jobs only keep tables tidy, so a missed run just means a later o
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -58,7 +59,7 @@ class Housekeeping:
             self._scheduler.shutdown(wait=False)
 
     @staticmethod
-    def _guard(job):  # type: ignore[no-untyped-def]
+    def _guard(job: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             try:
                 await job()
