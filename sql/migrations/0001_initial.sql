@@ -111,6 +111,10 @@ CREATE INDEX events_partner_status_created ON events (partner_id, status, create
 -- Delivery claim: only Pending rows are indexed, so a large delivered history costs nothing.
 CREATE INDEX events_pending_due ON events (registration_id, next_attempt_at, created_at)
     WHERE status = 'Pending';
+-- In-flight (leased) events per registration: the claim's per-registration cap counts these,
+-- and a registration with a million queued events must not make that count a scan.
+CREATE INDEX events_leased ON events (registration_id)
+    WHERE status = 'Pending' AND locked_until IS NOT NULL;
 -- Retention purge.
 CREATE INDEX events_finished_created ON events (created_at) WHERE status <> 'Pending';
 

@@ -78,7 +78,7 @@ WITH cand AS (
         ORDER BY ev.next_attempt_at, ev.created_at
         LIMIT greatest(0, $2 - (SELECT count(*) FROM events l
                                 WHERE l.registration_id = r.id AND l.status = 'Pending'
-                                  AND l.locked_until > now()))
+                                  AND l.locked_until IS NOT NULL AND l.locked_until > now()))
         FOR UPDATE SKIP LOCKED
     ) AS e
     LIMIT $1
@@ -104,7 +104,7 @@ WITH r AS (
     WHERE reg.status = 'Restarting'
       AND NOT EXISTS (SELECT 1 FROM events l
                       WHERE l.registration_id = reg.id AND l.status = 'Pending'
-                        AND l.locked_until > now())
+                        AND l.locked_until IS NOT NULL AND l.locked_until > now())
     LIMIT $1
     FOR NO KEY UPDATE SKIP LOCKED
 ), cand AS (
