@@ -20,6 +20,8 @@ from broker.api.validation import (
     check_secret,
     check_text,
     exact_names,
+    parse_json,
+    read_body,
     read_json,
     require_object,
 )
@@ -189,14 +191,11 @@ async def _transition(
 
 async def _optional_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     """Lifecycle calls take an optional JSON body; an empty one means the defaults."""
-    if not request.body_exists:
-        return {}
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         return {}
-    request._read_bytes = raw  # let read_json parse what we already consumed
     errors: list[FieldError] = []
-    body = require_object(await read_json(request), allowed, errors)
+    body = require_object(parse_json(raw), allowed, errors)
     if errors:
         raise invalid(errors)
     return body

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from broker import __version__
-from broker.api.appkeys import STORE
+from broker.api.appkeys import SETTINGS, STORE
 from broker.api.problems import Problem
 from broker.api.serialize import json_response
 from broker.metrics import REGISTRY
@@ -47,19 +47,22 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-_openapi_cache: bytes | None = None
+_openapi_cache: dict[int, bytes] = {}
 
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    global _openapi_cache
-    if _openapi_cache is None:
+    max_events = request.app[SETTINGS].ingest_max_events
+    body = _openapi_cache.get(max_events)
+    if body is None:
         import orjson
 
         from broker.api.openapi import openapi_document
 
-        _openapi_cache = orjson.dumps(openapi_document(__version__))
-    return web.Response(body=_openapi_cache, content_type="application/json")
+        body = _openapi_cache[max_events] = orjson.dumps(
+            openapi_document(__version__, ingest_max_events=max_events)
+        )
+    return web.Response(body=body, content_type="application/json")
 
 
 @routes.get("/portal")

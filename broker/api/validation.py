@@ -34,8 +34,8 @@ MAX_EVENT_TYPES = 100
 DEFAULT_BODY_LIMIT = 64 * 1024
 
 
-async def read_json(request: web.Request, *, limit: int = DEFAULT_BODY_LIMIT) -> Any:
-    """The request's JSON body, with size, media type, UTF-8 and syntax checked."""
+async def read_body(request: web.Request, *, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
+    """The raw request body, with media type and size checked while streaming."""
     ctype = request.content_type
     accepted = ("application/json", "application/octet-stream", "")
     if request.body_exists and ctype not in accepted and not ctype.endswith("+json"):
@@ -53,7 +53,11 @@ async def read_json(request: web.Request, *, limit: int = DEFAULT_BODY_LIMIT) ->
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict UTF-8 JSON (orjson refuses invalid UTF-8 and nesting deeper than 1024)."""
     if not raw.strip():
         raise Problem(400, "Bad Request", "the request body is empty; a JSON object is expected")
     try:
@@ -65,6 +69,11 @@ async def read_json(request: web.Request, *, limit: int = DEFAULT_BODY_LIMIT) ->
             f"the body is not valid UTF-8 JSON: {exc.msg}",
             slug="malformed-json",
         ) from None
+
+
+async def read_json(request: web.Request, *, limit: int = DEFAULT_BODY_LIMIT) -> Any:
+    """The request's JSON body, with size, media type, UTF-8 and syntax checked."""
+    return parse_json(await read_body(request, limit=limit))
 
 
 def _too_large(limit: int) -> Problem:
@@ -248,6 +257,10 @@ def parse_resource_events(
                 occurred = parse_time(raw["occurredAt"])
             except ValueError as exc:
                 errors.append(FieldError(field=f"{where}.occurredAt", message=str(exc)))
+            except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+                errors.append(
+                    FieldError(field=f"{where}.occurredAt", message="is out of the supported range")
+                )
         if len(errors) == before:
             assert partner is not None and resource is not None
             items.append(

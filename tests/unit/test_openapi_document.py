@@ -265,6 +265,31 @@ def test_events_query_and_idempotency_header(doc: dict[str, Any]) -> None:
     assert "Idempotent-Replayed" in ingest["responses"]["202"]["headers"]
 
 
+def test_links_target_real_operations_and_parameters(doc: dict[str, Any]) -> None:
+    by_id = {op["operationId"]: op for _, _, op in operations(doc)}
+    count = 0
+    for path, method, op in operations(doc):
+        for code, response in op["responses"].items():
+            for name, link in resolve(doc, response).get("links", {}).items():
+                where = (method, path, code, name)
+                target = by_id[link["operationId"]]
+                names = {f"{p['in']}.{p['name']}" for p in target.get("parameters", [])} | {
+                    p["name"] for p in target.get("parameters", [])
+                }
+                for parameter, expression in link["parameters"].items():
+                    assert parameter in names, where
+                    assert expression.startswith("$response.body#/"), where
+                count += 1
+    assert count >= 15
+    created = doc["paths"][REG]["post"]["responses"]["201"]["links"]
+    assert {link["operationId"] for link in created.values()} >= {
+        "getRegistration",
+        "updateRegistration",
+        "deleteRegistration",
+        "testRegistration",
+    }
+
+
 def test_webhook_is_described(doc: dict[str, Any]) -> None:
     post = doc["webhooks"]["eventObject"]["post"]
     body = post["requestBody"]["content"]["application/json"]["schema"]
@@ -440,6 +465,7 @@ def test_registration_bodies(doc: dict[str, Any]) -> None:
     assert not create.is_valid({**body, "description": "d" * 1025})
     assert create.is_valid({**body, "basicAuth": "user:pass"})
     assert not create.is_valid({**body, "basicAuth": "user:p\nass"})
+    assert not create.is_valid({**body, "basicAuth": "no-colon"})
 
     update = validator(doc, "RegistrationUpdate")
     assert update.is_valid({})
