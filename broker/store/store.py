@@ -408,8 +408,19 @@ class Store:
         answers: list[IngestAnswer | None] = [None] * len(requests)
         fresh: list[int] = []
         first_with_key: dict[tuple[uuid.UUID, str], int] = {}
+        # Claim keys in one global order: another process's group commit may hold the same keys,
+        # and claiming them in arrival order would let two batches deadlock on each other.
+        claim_order = sorted(
+            range(len(requests)),
+            key=lambda i: (
+                requests[i].idempotency_key is not None,
+                str(requests[i].producer_key_id),
+                requests[i].idempotency_key or "",
+            ),
+        )
         async with self.pool.acquire() as conn, conn.transaction():
-            for i, request in enumerate(requests):
+            for i in claim_order:
+                request = requests[i]
                 answer = IngestAnswer(status=202, body={"accepted": len(request.items)})
                 if request.idempotency_key is None:
                     fresh.append(i)
@@ -434,7 +445,7 @@ class Store:
                     )
             records: list[tuple[Any, ...]] = []
             groups: dict[tuple[uuid.UUID, str], int] = {}
-            for i in fresh:
+            for i in sorted(fresh):  # arrival order: resources keep their first-seen order
                 for item in requests[i].items:
                     records.append(
                         (item.partner_id, item.event_name, item.resource, item.occurred_at)
