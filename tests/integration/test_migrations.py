@@ -1,0 +1,148 @@
+"""Schema migrations on a fresh, empty database: applied once, recorded, safe to race."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from broker.store.db import MIGRATION_LOCK_ID, is_migrated, load_migrations, migrate
+from tests.conftest import _with_database
+
+TABLES = {
+    "partners",
+    "api_keys",
+    "event_types",
+    "registrations",
+    "resource_events",
+    "window_groups",
+    "events",
+    "attempts",
+    "idempotency_keys",
+    "schema_migrations",
+}
+
+
+@pytest.fixture
+async def empty_db_url(base_database_url: str) -> AsyncIterator[str]:
+    """A brand-new database with no tables at all (not a copy of the migrated template)."""
+    name = f"broker_m_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(base_database_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield _with_database(base_database_url, name)
+    conn = await asyncpg.connect(base_database_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def conn(empty_db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(empty_db_url)
+    yield connection
+    await connection.close()
+
+
+async def tables(conn: asyncpg.Connection) -> set[str]:
+    rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return {r["tablename"] for r in rows}
+
+
+async def lock_is_free(conn: asyncpg.Connection) -> bool:
+    """True when nobody holds the migration lock (checked from another session)."""
+    got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_ID)
+    if got:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+    return bool(got)
+
+
+async def test_migrating_an_empty_database_creates_and_records_everything(conn):
+    assert await tables(conn) == set()
+    assert not await is_migrated(conn)
+    applied = await migrate(conn)
+    on_disk = load_migrations()
+    assert applied == [m.name for m in on_disk]
+    assert await tables(conn) >= TABLES
+    rows = await conn.fetch("SELECT version, name, applied_at FROM schema_migrations ORDER BY 1")
+    assert [(r["version"], r["name"]) for r in rows] == [(m.version, m.name) for m in on_disk]
+    assert all(r["applied_at"] is not None for r in rows)
+    assert await is_migrated(conn)
+    assert await conn.fetchval("SELECT count(*) FROM event_types WHERE name = 'test.event'") == 1
+    assert await lock_is_free(conn)
+
+
+async def test_migrating_twice_is_a_no_op(conn):
+    await migrate(conn)
+    before = await conn.fetch("SELECT * FROM schema_migrations ORDER BY version")
+    await conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'kept')", uuid.uuid4())
+    assert await migrate(conn) == []
+    after = await conn.fetch("SELECT * FROM schema_migrations ORDER BY version")
+    assert [dict(r) for r in after] == [dict(r) for r in before]
+    assert await conn.fetchval("SELECT count(*) FROM partners") == 1
+    assert await conn.fetchval("SELECT count(*) FROM event_types") == 1
+
+
+async def test_concurrent_migrations_take_turns_and_apply_once(empty_db_url):
+    conns = [await asyncpg.connect(empty_db_url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(c) for c in conns))
+        names = [m.name for m in load_migrations()]
+        # exactly one caller applied everything; the others found it done
+        assert sorted(results, key=len) == [[], [], names]
+        assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == len(names)
+        assert await conns[0].fetchval("SELECT count(*) FROM event_types") == 1
+        assert await is_migrated(conns[1])
+        assert await lock_is_free(conns[2])
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_a_failing_migration_rolls_back_records_nothing_and_frees_the_lock(
+    conn, empty_db_url, tmp_path: Path
+):
+    (tmp_path / "0001_good.sql").write_text("CREATE TABLE first (id int);")
+    (tmp_path / "0002_bad.sql").write_text(
+        "CREATE TABLE second (id int);\nSELECT no_such_function();"
+    )
+    with pytest.raises(asyncpg.PostgresError):
+        await migrate(conn, tmp_path)
+    assert await tables(conn) == {"schema_migrations", "first"}  # "second" rolled back
+    versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+    assert versions == ["0001"]
+    other = await asyncpg.connect(empty_db_url)
+    try:
+        assert await lock_is_free(other)
+    finally:
+        await other.close()
+    # fixed on disk, the next run applies only what is missing
+    (tmp_path / "0002_bad.sql").write_text("CREATE TABLE second (id int);")
+    assert await migrate(conn, tmp_path) == ["0002_bad"]
+    assert {"first", "second"} <= await tables(conn)
+
+
+def test_migration_files_are_checked(tmp_path: Path):
+    (tmp_path / "0001_a.sql").write_text("SELECT 1;")
+    (tmp_path / "0001_b.sql").write_text("SELECT 1;")
+    with pytest.raises(RuntimeError, match="share a version"):
+        load_migrations(tmp_path)
+    (tmp_path / "0001_b.sql").unlink()
+    (tmp_path / "2_bad-name.sql").write_text("SELECT 1;")
+    with pytest.raises(RuntimeError, match=r"2_bad-name\.sql"):
+        load_migrations(tmp_path)
+
+
+def test_shipped_migrations_are_ordered_and_named():
+    found = load_migrations()
+    assert found, "no migrations in sql/migrations"
+    versions = [m.version for m in found]
+    assert versions == sorted(versions)
+    assert versions[0] == "0001"
