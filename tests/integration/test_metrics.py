@@ -1,0 +1,167 @@
+"""/metrics after real traffic: every operator metric moves when the thing it counts happens.
+
+Counters are process-wide (one registry per process, shared by every app a test process starts),
+so each assertion compares a scrape taken before the traffic with one taken after. Gauges are
+read from this test's own database on every scrape, so they are compared as absolute values.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tests.conftest import make_world, scrape_metrics, wait_until
+
+ACTIVE = 'broker_registrations{status="Active"}'
+SUSPENDED = 'broker_registrations{status="Suspended"}'
+LAG = "broker_delivery_lag_seconds"
+
+
+def depth(status: str) -> str:
+    return f'broker_queue_depth{{registration_status="{status}"}}'
+
+
+def oldest(status: str) -> str:
+    return f'broker_queue_oldest_pending_age_seconds{{registration_status="{status}"}}'
+
+
+def to(status: str) -> str:
+    return f'broker_registration_transitions_total{{to="{status}"}}'
+
+
+def attempts(outcome: str) -> str:
+    return f'broker_delivery_attempts_total{{outcome="{outcome}"}}'
+
+
+def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
+async def test_metrics_follow_ingest_delivery_suspension_and_restart(make_client, receiver):
+    client = await make_client(workers=True, retry_schedule=(0.05, 0.05))
+    world = await make_world(client)
+    before = await scrape_metrics(client)
+    assert before[ACTIVE] == 0 and before[depth("Active")] == 0
+
+    async def failing(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=500, text="receiver down")
+
+    receiver.behaviour = failing
+    reg = await world.register(receiver.url)
+    await world.emit(["core/v1/dda/accounts/1", "core/v1/dda/accounts/2", "core/v1/dda/accounts/1"])
+
+    async def suspended() -> bool:
+        return (await scrape_metrics(client))[SUSPENDED] == 1
+
+    await wait_until(suspended)
+    mid = await scrape_metrics(client)
+    assert delta(mid, before, "broker_resource_events_ingested_total") == 3
+    assert delta(mid, before, "broker_windows_closed_total") == 1
+    assert delta(mid, before, "broker_event_objects_created_total") == 1
+    assert delta(mid, before, attempts("failure")) == 3  # the first try and two retries
+    assert delta(mid, before, attempts("success")) == 0
+    assert delta(mid, before, "broker_delivery_duration_seconds_count") == 3
+    assert delta(mid, before, to("Suspended")) == 1
+    assert mid[ACTIVE] == 0
+
+    # Suspended: a new event object queues, and the queue gauges show it under Suspended (where
+    # waiting is by design), not under Active (where waiting means the workers are behind).
+    await world.emit(["core/v1/dda/accounts/3"])
+
+    async def queued() -> bool:
+        return (await scrape_metrics(client))[depth("Suspended")] == 1
+
+    await wait_until(queued)
+    now = await scrape_metrics(client)
+    assert now[oldest("Suspended")] > 0
+    assert now[depth("Active")] == 0 and now[oldest("Active")] == 0 and now[LAG] == 0
+
+    # Restart with the receiver fixed: Restarting (API), then Active (the worker's probe).
+    receiver.behaviour = None
+    resp = await client.post(
+        f"/webhooks/v1/registrations/{reg['id']}/restart", json={}, headers=world.partner
+    )
+    assert resp.status == 200, await resp.text()
+
+    async def active_and_drained() -> bool:
+        now = await scrape_metrics(client)
+        return now[ACTIVE] == 1 and now[depth("Active")] == now[depth("Suspended")] == 0
+
+    await wait_until(active_and_drained)
+    after = await scrape_metrics(client)
+    assert delta(after, mid, to("Restarting")) == 1
+    assert delta(after, mid, to("Active")) == 1
+    assert delta(after, mid, attempts("success")) == 1
+    assert after[oldest("Active")] == after[oldest("Suspended")] == 0
+    assert after[SUSPENDED] == 0
+
+    # Pause and unpause are transitions too.
+    for action in ("pause", "unpause"):
+        resp = await client.post(
+            f"/webhooks/v1/registrations/{reg['id']}/{action}", headers=world.partner
+        )
+        assert resp.status == 200
+    final = await scrape_metrics(client)
+    assert delta(final, after, to("Paused")) == 1
+    assert delta(final, after, to("Active")) == 1
+
+
+async def test_a_window_kept_open_by_duplicates_is_not_counted_as_closed(make_client, receiver):
+    # Three copies of one resource reach the size rule's estimate (3) and make the group due at
+    # once; the aggregator re-counts one distinct resource and keeps the window open. Only the
+    # real close, after the quiet period, counts.
+    client = await make_client(workers=True, window_max_resources=3, window_min_seconds=0.5)
+    world = await make_world(client)
+    await world.register(receiver.url)
+    before = await scrape_metrics(client)
+    await world.emit(["core/v1/dda/accounts/9"] * 3)
+    [delivery] = await receiver.wait_for(1)
+    assert delivery.json()["resources"] == ["core/v1/dda/accounts/9"]
+    after = await scrape_metrics(client)
+    assert delta(after, before, "broker_windows_closed_total") == 1
+    assert delta(after, before, "broker_event_objects_created_total") == 1
+
+
+async def test_idempotent_replays_are_not_counted_as_ingested(client):
+    world = await make_world(client)
+    before = await scrape_metrics(client)
+    for _ in range(2):
+        await world.emit(["core/v1/dda/accounts/1"], **{"Idempotency-Key": "batch-1"})
+    after = await scrape_metrics(client)
+    assert delta(after, before, "broker_resource_events_ingested_total") == 1
+
+
+async def test_metrics_expose_every_series_before_any_traffic(client):
+    samples = await scrape_metrics(client)
+    for status in ("Active", "Suspended", "Restarting", "Paused", "Deleted"):
+        assert to(status) in samples
+        assert f'broker_registrations{{status="{status}"}}' in samples
+    for name in (
+        attempts("success"),
+        attempts("failure"),
+        "broker_resource_events_ingested_total",
+        "broker_windows_closed_total",
+        "broker_event_objects_created_total",
+        "broker_delivery_duration_seconds_count",
+        depth("Active"),
+        oldest("Active"),
+        LAG,
+    ):
+        assert name in samples, name
+
+
+async def test_delivery_lag_shows_due_work_no_worker_has_claimed(client, receiver, db):
+    # No workers in this app: an Active registration's event, due five seconds ago, waits.
+    world = await make_world(client)
+    reg = await world.register(receiver.url)
+    await db.execute(
+        """INSERT INTO events (id, partner_id, registration_id, event_name, resources,
+                               next_attempt_at, created_at)
+           VALUES (gen_random_uuid(), $1::uuid, $2::uuid, 'Core.Account.Opened', '{}',
+                   now() - interval '5 seconds', now() - interval '6 seconds')""",
+        world.partner_id,
+        reg["id"],
+    )
+    samples = await scrape_metrics(client)
+    assert samples[depth("Active")] == 1
+    assert samples[LAG] >= 5
+    assert samples[oldest("Active")] >= 6
