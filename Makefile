@@ -17,7 +17,12 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/broker serve
 
-test: $(STAMP)
+# Headless Chromium for the portal's browser tests: Debian's package, driven by Playwright's
+# Python API (no `playwright install`). Needs root the first time (or `sudo make browsers`).
+browsers:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: $(STAMP) browsers
 	$(BIN)/python -m pytest -n 2 -m "not fault" -q
 	# exit code 5 = no fault tests collected (e.g. filtered out): not a failure
 	$(BIN)/python -m pytest -m fault -q || test $$? -eq 5

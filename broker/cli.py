@@ -1,4 +1,4 @@
-"""The ``broker`` command: serve, migrate, admin.
+"""The ``broker`` command: serve, migrate, admin (and emit/events, in ``cli_http``).
 
 ``broker admin`` talks to the database directly (like ``manage.py``): operators can bootstrap
 partners and keys before any HTTP listener exists.
@@ -48,16 +48,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     print(f"database: {where}", flush=True)
     app = create_app(settings, url=url)
-    print(
-        f"broker {__version__} role={settings.role} listening on http://{settings.host}:{settings.port}"
-        f"  (portal: http://{settings.host}:{settings.port}/portal/)",
-        flush=True,
-    )
+
+    def announce(_: str) -> None:
+        # run_app calls this once the socket is bound (after migrations): the line is true.
+        print(
+            f"broker {__version__} role={settings.role} listening on "
+            f"http://{settings.host}:{settings.port}"
+            f"  (portal: http://{settings.host}:{settings.port}/portal/)",
+            flush=True,
+        )
+
     web.run_app(
         app,
         host=settings.host,
         port=settings.port,
-        print=None,
+        print=announce,
         access_log=None,
         shutdown_timeout=settings.delivery_timeout_seconds + 5,
     )
@@ -105,8 +110,19 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _checked_text(value: str, what: str, *, min_len: int, max_len: int) -> str:
+    """The same limits the admin API applies, checked before touching the database."""
+    text = value.strip()
+    if not min_len <= len(text) <= max_len:
+        raise ValueError(f"{what} must be {min_len} to {max_len} characters (not blank)")
+    return text
+
+
 def _cmd_admin(args: argparse.Namespace) -> int:
     import uuid
+
+    from broker.api.validation import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH
+    from broker.domain.ids import parse_uuid
 
     settings = _settings_from(args)
 
@@ -135,8 +151,11 @@ def _cmd_admin(args: argparse.Namespace) -> int:
 
     async def revoke_key(store: Any) -> int:
         ok = await store.revoke_key(uuid.UUID(args.key_id))
-        print("revoked" if ok else f"no key {args.key_id}")
-        return 0 if ok else 1
+        if not ok:
+            print(f"no key {args.key_id}", file=sys.stderr)
+            return 1
+        print("revoked")
+        return 0
 
     async def add_event_type(store: Any) -> int:
         from broker.api.validation import EVENT_TYPE_NAME
@@ -175,6 +194,16 @@ def _cmd_admin(args: argparse.Namespace) -> int:
         "list-event-types": list_event_types,
     }
     try:
+        if args.admin_command in ("create-partner", "create-producer-key"):
+            args.name = _checked_text(args.name, "name", min_len=1, max_len=MAX_NAME_LENGTH)
+        if args.admin_command == "add-event-type":
+            args.description = _checked_text(
+                args.description, "--description", min_len=0, max_len=MAX_DESCRIPTION_LENGTH
+            )
+        for attr in ("partner_id", "key_id"):
+            value = getattr(args, attr, None)
+            if value is not None and parse_uuid(value) is None:  # fail before connecting
+                raise ValueError(f"{attr.replace('_', ' ')} {value!r} is not a UUID")
         return asyncio.run(_with_store(settings, actions[args.admin_command]))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -214,16 +243,28 @@ def build_parser() -> argparse.ArgumentParser:
     admin_sub.add_parser("list-partners", help="list partners")
     admin_sub.add_parser("list-event-types", help="list the event-type catalog")
     admin.set_defaults(func=_cmd_admin)
+
+    from broker.cli_http import add_parsers  # emit, events tail, events resend-failed
+
+    add_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    import asyncpg
+
     try:
         code = args.func(args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         code = 2
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        code = 1
+    except OSError as exc:  # database unreachable, port already in use, ...
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 

@@ -8,6 +8,7 @@ CLI flags override the environment through :meth:`Settings.replace`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ class ConfigError(ValueError):
 
 
 ROLES = ("all", "api", "worker")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +71,13 @@ class Settings:
             if not ok:
                 raise ConfigError(f"BROKER_{var.upper()}: {why}")
 
+        # inf/nan parse as floats but would break later (SQL intervals, timedelta, sleeps).
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            values = value if isinstance(value, tuple) else (value,)
+            for v in values:
+                if isinstance(v, float):
+                    need(math.isfinite(v), field.name, f"must be a finite number, got {v}")
         need(1 <= self.port <= 65535, "port", "must be between 1 and 65535")
         need(self.role in ROLES, "role", f"must be one of {', '.join(ROLES)}")
         need(self.window_min_seconds > 0, "window_min_seconds", "must be > 0")
@@ -93,6 +102,7 @@ class Settings:
         need(self.retention_days >= 1, "retention_days", "must be >= 1")
         need(self.db_pool_size >= 2, "db_pool_size", "must be >= 2")
         need(self.log_format in ("text", "json"), "log_format", "must be text or json")
+        need(self.log_level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         if self.admin_token is not None:
             need(len(self.admin_token) >= 16, "admin_token", "must be at least 16 characters")
 

@@ -11,7 +11,16 @@ import orjson
 from broker.config import Settings
 
 # Extra attributes worth carrying into JSON logs when a call site passes them.
-_CONTEXT_FIELDS = ("event_id", "registration_id", "partner_id", "attempt")
+_CONTEXT_FIELDS = (
+    "event_id",
+    "registration_id",
+    "partner_id",
+    "attempt",
+    "response_status",
+    "duration_ms",
+    "from_status",
+    "to_status",
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,7 +34,9 @@ class JsonFormatter(logging.Formatter):
         for name in _CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
-                entry[name] = str(value)
+                # Numbers stay numbers (queryable as such); ids and enums become strings.
+                plain = isinstance(value, int | float) and not isinstance(value, bool)
+                entry[name] = value if plain else str(value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
@@ -43,3 +54,5 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # APScheduler announces every job it adds and runs at INFO: noise next to broker's own lines.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

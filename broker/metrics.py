@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from broker.domain.states import Status
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 RESOURCE_EVENTS_INGESTED = Counter(
@@ -33,12 +35,36 @@ REGISTRATION_TRANSITIONS = Counter(
     ["to"],
     registry=REGISTRY,
 )
-QUEUE_DEPTH = Gauge("broker_queue_depth", "Pending event objects", registry=REGISTRY)
+# Database-wide gauges, read at scrape time: every process reports the same values, so aggregate
+# them with max(), not sum(). Suspended and Paused queues wait by design: alert on Active.
+QUEUE_DEPTH = Gauge(
+    "broker_queue_depth",
+    "Pending event objects, by the status of their registration",
+    ["registration_status"],
+    registry=REGISTRY,
+)
 QUEUE_OLDEST_AGE = Gauge(
     "broker_queue_oldest_pending_age_seconds",
-    "Age of the oldest Pending event object",
+    "Age of the oldest Pending event object, by the status of its registration",
+    ["registration_status"],
+    registry=REGISTRY,
+)
+DELIVERY_LAG = Gauge(
+    "broker_delivery_lag_seconds",
+    "How long the oldest due, unclaimed event object of an Active registration has waited for a "
+    "worker (near 0 while the workers keep up)",
     registry=REGISTRY,
 )
 REGISTRATIONS_BY_STATUS = Gauge(
     "broker_registrations", "Registrations by status", ["status"], registry=REGISTRY
 )
+
+# Every label value exists from the start (at 0), so rate() and absent-series alerts work before
+# the first failure or transition ever happens.
+for _outcome in ("success", "failure"):
+    ATTEMPTS.labels(outcome=_outcome)
+for _status in Status:
+    REGISTRATION_TRANSITIONS.labels(to=_status.value)
+    REGISTRATIONS_BY_STATUS.labels(status=_status.value)
+    QUEUE_DEPTH.labels(registration_status=_status.value)
+    QUEUE_OLDEST_AGE.labels(registration_status=_status.value)

@@ -272,3 +272,20 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 
     async with asyncio.timeout(timeout):
         while not await predicate():
             await asyncio.sleep(interval)
+
+
+async def scrape_metrics(client: TestClient) -> dict[str, float]:
+    """GET /metrics parsed into ``{'name{label="v",...}': value}`` (labels sorted; none: bare name).
+
+    Counters live in process-wide registries, so tests compare values before and after.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    resp = await client.get("/metrics")
+    assert resp.status == 200, await resp.text()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(await resp.text()):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples

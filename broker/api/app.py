@@ -108,6 +108,7 @@ def create_app(
         batcher.start()
         app[INGEST] = batcher
         listener: Listener | None = None
+        window_listener: Listener | None = None
         if run_workers:
             group = Workers(
                 aggregator=Aggregator(
@@ -119,6 +120,10 @@ def create_app(
             app[WORKERS] = group
             listener = Listener(db_url, "broker_events", group.delivery.wake)
             listener.start()
+            # Ingest notifies when it opens a window (or fills one): the aggregator re-reads
+            # the earliest due time at once rather than after its poll interval.
+            window_listener = Listener(db_url, "broker_windows", group.aggregator.wake)
+            window_listener.start()
             group.tasks = [
                 asyncio.create_task(group.aggregator.run(group.stop), name="aggregator"),
                 asyncio.create_task(group.delivery.run(group.stop), name="delivery"),
@@ -135,6 +140,8 @@ def create_app(
                     await asyncio.gather(*group.tasks, return_exceptions=True)
             if listener is not None:
                 await listener.stop()
+            if window_listener is not None:
+                await window_listener.stop()
             await batcher.stop()
             await session.close()
             await pool.close()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
+from broker import metrics
 from broker.store.store import IngestAnswer, IngestRequest, Store, WindowRules
 
 # Upper bound of resource events per group commit: keeps one transaction's COPY bounded.
@@ -72,11 +73,26 @@ class IngestBatcher:
     ) -> None:
         try:
             answers = await self._store.ingest([request for request, _ in batch], self._rules)
+        except asyncio.CancelledError:
+            # Stopped mid-commit: the batch is out of the queue, so stop() cannot see it; its
+            # waiters must not hang. 503 tells producers to retry (Idempotency-Key makes it safe).
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(ConnectionError("broker is shutting down"))
+            raise
         except Exception as exc:  # every waiter learns the batch failed; nothing was committed
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
+        # Committed: count what was stored (a replayed Idempotency-Key stored nothing new).
+        metrics.RESOURCE_EVENTS_INGESTED.inc(
+            sum(
+                len(request.items)
+                for (request, _), a in zip(batch, answers, strict=True)
+                if not a.replayed and a.status == 202
+            )
+        )
         for (_, future), answer in zip(batch, answers, strict=True):
             if not future.done():
                 future.set_result(answer)

@@ -116,7 +116,9 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
 _DB_DOWN = (
     OSError,
     asyncio.TimeoutError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
+    # Connection-class errors (08xxx), e.g. ConnectionDoesNotExistError, ConnectionFailureError,
+    # TransactionResolutionUnknownError: the server went away mid-request.
+    asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.TooManyConnectionsError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -39,8 +39,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID] | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, _, ident = raw.partition("|")
-        return datetime.fromisoformat(moment), uuid.UUID(ident)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        when = datetime.fromisoformat(moment)
+        if when.tzinfo is None:
+            return None
+        # In UTC here, so an out-of-range instant is refused now, not by the database driver.
+        return when.astimezone(UTC), uuid.UUID(ident)
+    except (binascii.Error, ValueError, UnicodeDecodeError, OverflowError):
         return None
 
 
@@ -48,17 +52,23 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID] | None:
 async def list_events(request: web.Request) -> web.Response:
     query = request.query
     errors: list[FieldError] = []
-    for key in query:
+    for key in dict.fromkeys(query):
         if key not in _QUERY_PARAMS:
             errors.append(FieldError(field=key, message="unknown query parameter"))
+        elif len(query.getall(key)) > 1:
+            # ?status=Pending&status=Failed is not an OR: refuse rather than use one silently.
+            errors.append(FieldError(field=key, message="must be given at most once"))
     registration_id = None
     if "registrationId" in query:
         registration_id = parse_uuid(query["registrationId"])
         if registration_id is None:
             errors.append(FieldError(field="registrationId", message="must be a UUID"))
     event_name = query.get("eventName")
-    if event_name is not None and not 1 <= len(event_name) <= 200:
-        errors.append(FieldError(field="eventName", message="must be 1 to 200 characters"))
+    if event_name is not None and (not 1 <= len(event_name) <= 200 or "\x00" in event_name):
+        # NUL cannot reach PostgreSQL text (it would be a 500).
+        errors.append(
+            FieldError(field="eventName", message="must be 1 to 200 characters, without NUL")
+        )
     status = query.get("status")
     if status is not None and status not in EVENT_STATUSES:
         errors.append(
@@ -74,7 +84,8 @@ async def list_events(request: web.Request) -> web.Response:
     limit = 100
     if "limit" in query:
         raw_limit = query["limit"]
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= 500:
             errors.append(FieldError(field="limit", message="must be an integer from 1 to 500"))
         else:
             limit = int(raw_limit)

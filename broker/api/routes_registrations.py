@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
 
 from aiohttp import web
 
+from broker import metrics
 from broker.api.appkeys import HTTP_SESSION, SETTINGS, STORE
 from broker.api.auth import partner_id_of
-from broker.api.problems import invalid, not_found
+from broker.api.problems import Problem, invalid, not_found
 from broker.api.serialize import attempt_json, json_response, registration_json
 from broker.api.validation import (
     MAX_DESCRIPTION_LENGTH,
@@ -30,11 +32,12 @@ from broker.domain.ids import parse_uuid, utcnow, uuid7
 from broker.domain.models import Attempt, Registration
 from broker.domain.payload import event_body
 from broker.domain.signing import generate_secret
-from broker.domain.states import Trigger
+from broker.domain.states import Status, Trigger
 from broker.http.addresses import UrlRefused, validate_callback_url
 from broker.http.sender import send
 
 routes = web.RouteTableDef()
+log = logging.getLogger(__name__)
 
 MAX_GRACE_SECONDS = 7 * 86400
 
@@ -53,13 +56,15 @@ async def _check_url(request: web.Request, value: Any, errors: list[FieldError])
 
 
 async def _check_catalog(
-    request: web.Request, patterns: list[str] | None, errors: list[FieldError]
+    request: web.Request, patterns: list[str] | None, sent: Any, errors: list[FieldError]
 ) -> None:
+    """Exact names must be in the catalog; errors index ``sent`` (the list as the partner sent
+    it), since ``patterns`` has duplicates and invalid entries dropped."""
     if not patterns:
         return
     unknown = await request.app[STORE].unknown_event_types(exact_names(patterns))
-    for i, pattern in enumerate(patterns):
-        if pattern in unknown:
+    for i, pattern in enumerate(sent):
+        if isinstance(pattern, str) and pattern in unknown:
             errors.append(
                 FieldError(field=f"eventTypes[{i}]", message=f"unknown event type {pattern}")
             )
@@ -80,6 +85,24 @@ async def _get_or_404(request: web.Request) -> Registration:
     if reg is None:
         raise not_found("registration")
     return reg
+
+
+async def _get_usable(request: web.Request, action: str) -> Registration:
+    """The registration an action works on: 404 when unknown, 409 when Deleted (like PATCH,
+    restart, pause and unpause of a Deleted one; only GET and a second DELETE answer 404)."""
+    reg_id, partner_id = _registration_id(request), partner_id_of(request)
+    reg = await request.app[STORE].get_registration(reg_id, partner_id)
+    if reg is not None:
+        return reg
+    if await request.app[STORE].registration_status(reg_id, partner_id) is Status.DELETED:
+        raise Problem(
+            409,
+            "Conflict",
+            f"cannot {action} a registration whose status is Deleted",
+            slug="invalid-transition",
+            extra={"currentStatus": Status.DELETED.value},
+        )
+    raise not_found("registration")
 
 
 @routes.post("/webhooks/v1/registrations")
@@ -108,7 +131,7 @@ async def create_registration(request: web.Request) -> web.Response:
         else generate_secret()
     )
     basic_auth = check_basic_auth(body.get("basicAuth"), "basicAuth", errors)
-    await _check_catalog(request, patterns, errors)
+    await _check_catalog(request, patterns, body.get("eventTypes"), errors)
     url = await _check_url(request, body["url"], errors) if "url" in body else None
     if errors:
         raise invalid(errors)
@@ -157,7 +180,7 @@ async def update_registration(request: web.Request) -> web.Response:
         else None
     )
     basic_auth = check_basic_auth(body.get("basicAuth"), "basicAuth", errors)
-    await _check_catalog(request, patterns, errors)
+    await _check_catalog(request, patterns, body.get("eventTypes"), errors)
     url = await _check_url(request, body["url"], errors) if "url" in body else None
     if errors:
         raise invalid(errors)
@@ -186,6 +209,18 @@ async def _transition(
     )
     if reg is None:
         raise not_found("registration")
+    metrics.REGISTRATION_TRANSITIONS.labels(to=reg.status.value).inc()
+    log.info(
+        "registration %s is now %s (partner %s)",
+        reg.id,
+        reg.status.value,
+        trigger.value,
+        extra={
+            "registration_id": reg.id,
+            "partner_id": reg.partner_id,
+            "to_status": reg.status.value,
+        },
+    )
     return reg
 
 
@@ -245,7 +280,6 @@ async def rotate_secret(request: web.Request) -> web.Response:
     )
     if errors:
         raise invalid(errors)
-    await _get_or_404(request)
     assert secret is not None
     reg = await request.app[STORE].rotate_secret(
         _registration_id(request),
@@ -262,7 +296,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 async def test_registration(request: web.Request) -> web.Response:
     """One synchronous, signed ``test.event`` delivery; recorded, changing no status."""
     await _optional_body(request, set())
-    reg = await _get_or_404(request)
+    reg = await _get_usable(request, "test")
     settings = request.app[SETTINGS]
     event_id = uuid7()
     attempted_at = utcnow()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from broker.api.serialize import json_response
 from broker.metrics import REGISTRY
 
 routes = web.RouteTableDef()
+log = logging.getLogger(__name__)
 PORTAL_DIR = Path(__file__).parent / "portal"
 
 
@@ -42,7 +44,10 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     from broker.workers.gauges import refresh_gauges
 
-    await refresh_gauges(request.app[STORE])
+    try:
+        await refresh_gauges(request.app[STORE])
+    except Exception as exc:  # counters are still worth serving; gauges keep their last value
+        log.warning("metrics: could not refresh gauges from the database (%r)", exc)
     body = generate_latest(REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

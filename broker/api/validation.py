@@ -222,6 +222,65 @@ def check_resource(value: Any, field: str, errors: list[FieldError]) -> str | No
 _ITEM_FIELDS = frozenset({"partnerId", "eventName", "resource", "occurredAt"})
 
 
+class _BatchMemo:
+    """What one batch already proved valid: items of a batch mostly share partners, event names
+    and timestamps, so each distinct value is parsed once (bench/README.md: this halved the API's
+    CPU per ingested item)."""
+
+    __slots__ = ("names", "times", "uuids")
+
+    def __init__(self) -> None:
+        self.uuids: dict[str, uuid.UUID] = {}
+        self.names: set[str] = set()
+        self.times: dict[str, datetime] = {}
+
+
+def _valid_item(raw: Any, memo: _BatchMemo) -> ResourceEvent | None:
+    """The item when every check below passes (the same checks as the field-by-field path in
+    parse_resource_events, which runs instead whenever this returns None to name the errors)."""
+    if type(raw) is not dict or not raw.keys() <= _ITEM_FIELDS:
+        return None
+    text = raw.get("partnerId")
+    if type(text) is not str:
+        return None
+    partner = memo.uuids.get(text)
+    if partner is None:
+        try:
+            partner = memo.uuids[text] = uuid.UUID(text)
+        except ValueError:
+            return None
+    name = raw.get("eventName")
+    if type(name) is not str:
+        return None
+    if name not in memo.names:
+        if len(name) > 200 or not EVENT_TYPE_NAME.match(name):
+            return None
+        memo.names.add(name)
+    resource = raw.get("resource")
+    if (
+        type(resource) is not str
+        or not 1 <= len(resource) <= MAX_RESOURCE_LENGTH
+        or _BAD_RESOURCE_CHARS.search(resource)
+        or _SCHEME.match(resource)
+        or resource.startswith("//")
+    ):
+        return None
+    when = raw.get("occurredAt")
+    occurred: datetime | None = None
+    if when is not None:
+        if type(when) is not str:
+            return None
+        occurred = memo.times.get(when)
+        if occurred is None:
+            try:
+                occurred = memo.times[when] = parse_time(when)
+            except (ValueError, OverflowError):
+                return None
+    return ResourceEvent(
+        partner_id=partner, event_name=name, resource=resource, occurred_at=occurred
+    )
+
+
 def parse_resource_events(
     body: Any, *, max_events: int
 ) -> tuple[list[ResourceEvent], list[FieldError]]:
@@ -235,7 +294,13 @@ def parse_resource_events(
         )
         return [], errors
     items: list[ResourceEvent] = []
+    memo = _BatchMemo()
     for i, raw in enumerate(events):
+        fast = _valid_item(raw, memo)
+        if fast is not None:
+            items.append(fast)
+            continue
+        # Something is off with this item: the checks below name every problem.
         where = f"events[{i}]"
         if not isinstance(raw, dict):
             errors.append(FieldError(field=where, message="must be an object"))

@@ -58,7 +58,10 @@ def parse_time(text: str) -> datetime:
         raise ValueError("must be an RFC 3339 timestamp such as 2026-01-01T00:00:00Z") from None
     if moment.tzinfo is None:
         raise ValueError("must carry a time zone (Z or +hh:mm)")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+        raise ValueError("is out of the supported range") from None
 
 
 def utcnow() -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from datetime import UTC
 
 # A receiver's Retry-After is honoured, but never beyond a day: a hostile or buggy header must
 # not park an event forever.
@@ -26,7 +27,8 @@ def next_delay(
     """
     if attempts_in_round > len(schedule):
         return None
-    base = schedule[attempts_in_round - 1]
+    # Clamp: a count below 1 must not index the schedule from its end (the longest delay).
+    base = schedule[max(attempts_in_round, 1) - 1]
     spread = (rng or random).uniform(-jitter, jitter) if jitter else 0.0
     delay = max(0.0, base * (1 + spread))
     if retry_after is not None:
@@ -39,7 +41,8 @@ def parse_retry_after(value: str | None, *, now_epoch: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # ASCII digits only: str.isdigit() also accepts "²" or "１２", which float() then refuses.
+    if value.isascii() and value.isdigit():
         return float(value)
     from email.utils import parsedate_to_datetime
 
@@ -49,4 +52,6 @@ def parse_retry_after(value: str | None, *, now_epoch: float) -> float | None:
         return None
     if moment is None:
         return None
+    if moment.tzinfo is None:  # "-0000" parses as naive; HTTP dates are always UTC
+        moment = moment.replace(tzinfo=UTC)
     return max(0.0, moment.timestamp() - now_epoch)

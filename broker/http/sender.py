@@ -9,6 +9,7 @@ session's total timeout, a bounded amount of time.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,6 +62,19 @@ async def _read_excerpt(response: aiohttp.ClientResponse) -> bytes:
     return data
 
 
+def excerpt_text(data: bytes) -> str:
+    """The stored text of a response excerpt: at most its bytes, never a NUL.
+
+    A character cut in two at the byte limit is dropped rather than turned into U+FFFD (which
+    would make the text longer than the limit). PostgreSQL text cannot hold NUL, and one attempt
+    that cannot be written would hold back every result recorded with it, so NUL becomes U+FFFD.
+    """
+    text = codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=False)
+    text = text.replace("\x00", "\ufffd")
+    # Replacement characters are 3 bytes: binary bodies can grow past the limit; trim again.
+    return text.encode()[:RESPONSE_EXCERPT_BYTES].decode("utf-8", "ignore")
+
+
 async def send(
     session: aiohttp.ClientSession,
     *,
@@ -100,7 +114,9 @@ async def send(
     except (OSError, ValueError) as exc:  # e.g. an invalid URL or a refused address
         error = f"{type(exc).__name__}: {exc}"
     duration_ms = int((time.monotonic() - started) * 1000)
-    text = excerpt.decode("utf-8", "replace") if excerpt is not None else None
+    text = excerpt_text(excerpt) if excerpt is not None else None
+    if error is not None:
+        error = error.replace("\x00", "\ufffd")
     success = error is None and status is not None and 200 <= status < 300
     if error is None and status is not None and not success:
         error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -30,13 +30,18 @@ from broker.domain.models import (
     ResourceEvent,
 )
 from broker.domain.states import Status, TransitionRefused, Trigger, next_status, sources
+from broker.store.keylookup import KeyLookups
 from broker.store.queries import Q
 
 KEY_PREFIXES = {"partner": "bk_partner_", "producer": "bk_producer_"}
+# Advisory lock taken by every delivery claim ("brkc"); see Store.claim_deliveries.
+CLAIM_LOCK_ID = 0x62726B63
 
 
 def hash_key(api_key: str) -> bytes:
-    return hashlib.sha256(api_key.encode()).digest()
+    # surrogateescape: aiohttp passes undecodable header bytes on as surrogates; hash those raw
+    # bytes (they match no key, so 401) instead of failing to encode them (a 500).
+    return hashlib.sha256(api_key.encode("utf-8", "surrogateescape")).digest()
 
 
 def _new_api_key(kind: str) -> str:
@@ -124,6 +129,8 @@ class ClaimedDelivery:
     round_attempts: int
     attempted_at: datetime
     probe: bool  # the single attempt of a Restarting registration
+    # Where to send it, read in the same statement as the claim (None: look it up).
+    target: DeliveryTarget | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -154,10 +161,19 @@ class DeliveryResult:
     registration_trigger: Trigger | None  # EXHAUSTED, GONE, PROBE_OK, PROBE_FAILED or None
 
 
+class WindowCloseResult(NamedTuple):
+    claimed: int  # due groups taken in this pass (the aggregator loops while a batch is full)
+    closed: int  # windows that really closed (not merely rescheduled because of duplicates)
+    created: int  # event objects created
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GaugeSnapshot:
-    queue_depth: int
-    oldest_pending_age_seconds: float
+    # Pending event objects, keyed by the status of their registration.
+    queue_depth: dict[str, int]
+    oldest_pending_age_seconds: dict[str, float]
+    # The oldest due, unclaimed event of an Active registration: 0 while workers keep up.
+    delivery_lag_seconds: float
     registrations_by_status: dict[str, int]
 
 
@@ -168,6 +184,7 @@ class Store:
         # life of the process: ingest validation then costs no query in the steady state.
         self._known_partners: set[uuid.UUID] = set()
         self._known_event_types: set[str] = set()
+        self._key_lookups = KeyLookups(pool)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -183,10 +200,8 @@ class Store:
     # ---------------------------------------------------------------- keys and catalog
 
     async def principal_for_key(self, api_key: str) -> Principal | None:
-        row = await self.pool.fetchrow(Q.principal_for_key_hash, hash_key(api_key))
-        if row is None:
-            return None
-        return Principal(kind=row["kind"], key_id=row["id"], partner_id=row["partner_id"])
+        # Concurrent requests share one query (broker/store/keylookup.py); nothing is cached.
+        return await self._key_lookups.lookup(hash_key(api_key))
 
     async def create_partner(self, name: str) -> tuple[Partner, IssuedKey]:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -319,6 +334,14 @@ class Store:
         row = await conn.fetchrow(Q.get_registration_any_status, registration_id, partner_id)
         return None if row is None else Status(row["status"])
 
+    async def registration_status(
+        self, registration_id: uuid.UUID, partner_id: uuid.UUID
+    ) -> Status | None:
+        """The status, Deleted included (None when unknown to this partner): lets the API tell
+        "gone" (409 for a change) from "never existed" (404)."""
+        async with self.pool.acquire() as conn:
+            return await self._current_status(conn, registration_id, partner_id)
+
     async def update_registration(
         self,
         registration_id: uuid.UUID,
@@ -359,8 +382,9 @@ class Store:
     ) -> Registration | None:
         """Apply a partner trigger (restart, pause, unpause, delete) through the state machine.
 
-        None when the registration is unknown to this partner (or already Deleted, which the
-        partner can no longer see); TransitionRefused when the table does not allow it.
+        None when the registration is unknown to this partner, and for a second delete (a
+        Deleted registration is gone for the partner); TransitionRefused when the table does not
+        allow it (so restart/pause/unpause of a Deleted one is refused, naming its status).
         """
         async with self.pool.acquire() as conn:
             for _ in range(5):  # re-read when a concurrent change moved the status under us
@@ -380,8 +404,10 @@ class Store:
                         continue
                     if new is Status.DELETED:
                         await conn.execute(Q.discard_queued_events, registration_id)
-                    if trigger is Trigger.RESTART and resend_failed:
-                        await conn.execute(Q.requeue_failed_events, registration_id)
+                    if trigger is Trigger.RESTART:
+                        if resend_failed:
+                            await conn.execute(Q.requeue_failed_events, registration_id)
+                        await conn.execute(Q.reorder_queue_for_restart, registration_id)
                     if new in (Status.ACTIVE, Status.RESTARTING):
                         await conn.execute(Q.notify_events)
                     return _registration(row)
@@ -390,10 +416,17 @@ class Store:
     async def rotate_secret(
         self, registration_id: uuid.UUID, partner_id: uuid.UUID, secret: str, grace_seconds: int
     ) -> Registration | None:
-        row = await self.pool.fetchrow(
-            Q.rotate_secret, registration_id, partner_id, secret, float(grace_seconds)
-        )
-        return None if row is None else _registration(row)
+        """None when unknown; TransitionRefused when Deleted (a rotation is an update)."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                Q.rotate_secret, registration_id, partner_id, secret, float(grace_seconds)
+            )
+            if row is not None:
+                return _registration(row)
+            current = await self._current_status(conn, registration_id, partner_id)
+        if current is None:
+            return None
+        raise TransitionRefused(current, Trigger.UPDATE)
 
     # ---------------------------------------------------------------- ingest
 
@@ -481,21 +514,25 @@ class Store:
 
     # ---------------------------------------------------------------- windows
 
-    async def close_due_windows(self, rules: WindowRules, *, limit: int = 50) -> tuple[int, int]:
-        """Close due windows (up to ``limit`` groups claimed); returns (groups claimed, event
-        objects created)."""
+    async def close_due_windows(self, rules: WindowRules, *, limit: int = 50) -> WindowCloseResult:
+        """Close due windows (up to ``limit`` groups claimed)."""
         created = 0
+        closed = 0
         async with self.pool.acquire() as conn, conn.transaction():
             groups = await conn.fetch(Q.claim_due_windows, limit)
             for group in groups:
-                created += await self._close_window(conn, group, rules)
+                made = await self._close_window(conn, group, rules)
+                if made is not None:
+                    closed += 1
+                    created += made
             if created:
                 await conn.execute(Q.notify_events)
-        return len(groups), created
+        return WindowCloseResult(claimed=len(groups), closed=closed, created=created)
 
     async def _close_window(
         self, conn: asyncpg.Connection, group: asyncpg.Record, rules: WindowRules
-    ) -> int:
+    ) -> int | None:
+        """Event objects created, or None when the window did not close (empty, or kept open)."""
         partner_id, event_name = group["partner_id"], group["event_name"]
         seen: dict[str, None] = {}  # insertion-ordered set: first-seen order
         cutoff = 0
@@ -517,7 +554,7 @@ class Store:
             after = rows[-1]["id"]
         if not seen:
             await conn.execute(Q.delete_window_group, partner_id, event_name)
-            return 0
+            return None
         now = group["db_now"]
         quiet = (now - group["last_event_at"]).total_seconds() >= rules.min_seconds
         old = (now - group["opened_at"]).total_seconds() >= rules.max_seconds
@@ -531,7 +568,7 @@ class Store:
                 rules.min_seconds,
                 rules.max_seconds,
             )
-            return 0
+            return None
         await conn.execute(Q.consume_resource_events, partner_id, event_name, cutoff)
         remaining = await conn.fetchval(Q.count_remaining_resource_events, partner_id, event_name)
         if remaining:
@@ -573,21 +610,47 @@ class Store:
         per_registration: int,
         lease_seconds: float,
         worker_id: str,
+        probes: bool = True,
     ) -> list[ClaimedDelivery]:
+        """Claim due events: the single probe of each Restarting registration (skipped when
+        ``probes`` is False: one statement less), then Active registrations' events."""
         claimed: list[ClaimedDelivery] = []
+        targets: dict[uuid.UUID, DeliveryTarget] = {}
         async with self.pool.acquire() as conn:
+            # Claims take turns across all worker processes. Each claim counts the leases already
+            # held (the per-registration cap, one probe per Restarting registration), and one
+            # statement's snapshot cannot see a claim another worker commits while it runs: three
+            # workers claiming at once could put 3x the cap in flight. Under this lock every
+            # claim starts after the previous one committed, so the counts are exact. It costs
+            # two round trips per claimed batch, not per event.
             async with conn.transaction():
-                probe_rows = await conn.fetch(
-                    Q.claim_restarting_deliveries, limit, lease_seconds, worker_id
-                )
-            claimed.extend(_claimed(r, probe=True) for r in probe_rows)
-            room = limit - len(claimed)
-            if room > 0:
-                rows = await conn.fetch(
-                    Q.claim_active_deliveries, room, per_registration, lease_seconds, worker_id
-                )
-                claimed.extend(_claimed(r, probe=False) for r in rows)
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK_ID)
+                if probes:
+                    probe_rows = await conn.fetch(
+                        Q.claim_restarting_deliveries, limit, lease_seconds, worker_id
+                    )
+                    claimed.extend(_claimed(r, probe=True, targets=targets) for r in probe_rows)
+                room = limit - len(claimed)
+                if room > 0:
+                    rows = await conn.fetch(
+                        Q.claim_active_deliveries, room, per_registration, lease_seconds, worker_id
+                    )
+                    claimed.extend(_claimed(r, probe=False, targets=targets) for r in rows)
+            await self._record_lost_attempts(conn, claimed)
         return claimed
+
+    async def _record_lost_attempts(
+        self, conn: asyncpg.Connection, claimed: Sequence[ClaimedDelivery]
+    ) -> None:
+        # Only an event attempted before can have lost an attempt (a first claim never has).
+        again = [c for c in claimed if c.attempt_count > 1 and c.previous_attempted_at]
+        if again:
+            await conn.execute(
+                Q.record_lost_attempts,
+                [c.id for c in again],
+                [c.attempt_count - 1 for c in again],
+                [c.previous_attempted_at for c in again],
+            )
 
     async def delivery_targets(
         self, registration_ids: Iterable[uuid.UUID]
@@ -605,36 +668,18 @@ class Store:
             )
         return targets
 
-    async def record_results(self, results: Sequence[DeliveryResult]) -> None:
-        """Write a batch of attempt outcomes in one transaction."""
+    async def record_results(
+        self, results: Sequence[DeliveryResult]
+    ) -> list[tuple[uuid.UUID, Status]]:
+        """Write a batch of attempt outcomes in one transaction.
+
+        Returns the registrations whose status the batch really changed, with their new status
+        (a trigger whose guard no longer held, e.g. the partner paused meanwhile, is not listed).
+        """
         if not results:
-            return
-        per_registration: dict[uuid.UUID, list[DeliveryResult]] = {}
-        for result in results:
-            per_registration.setdefault(result.registration_id, []).append(result)
-        reg_ids: list[uuid.UUID] = []
-        failures_after: list[int] = []
-        had_success: list[bool] = []
-        last_success: list[datetime | None] = []
-        last_failure: list[datetime | None] = []
-        transitions: list[tuple[uuid.UUID, str, str]] = []
-        for reg_id, items in per_registration.items():
-            items.sort(key=lambda r: r.attempted_at)
-            successes = [r for r in items if r.success]
-            failures = [r for r in items if not r.success]
-            after = items
-            if successes:
-                last_ok = successes[-1].attempted_at
-                after = [r for r in items if r.attempted_at > last_ok]
-            reg_ids.append(reg_id)
-            failures_after.append(sum(1 for r in after if not r.success))
-            had_success.append(bool(successes))
-            last_success.append(successes[-1].attempted_at if successes else None)
-            last_failure.append(failures[-1].attempted_at if failures else None)
-            for trigger in _registration_triggers(items):
-                for old in sources(trigger):
-                    transitions.append((reg_id, old.value, next_status(old, trigger).value))
+            return []
         async with self.pool.acquire() as conn, conn.transaction():
+            # Every attempt is kept, even one whose result arrives too late to count.
             await conn.execute(
                 Q.insert_attempts,
                 [r.event_id for r in results],
@@ -645,7 +690,7 @@ class Store:
                 [r.error for r in results],
                 [r.response_body for r in results],
             )
-            await conn.execute(
+            finished = await conn.fetch(
                 Q.finish_events,
                 [r.event_id for r in results],
                 [r.attempt_number for r in results],
@@ -653,6 +698,19 @@ class Store:
                 [r.next_attempt_at for r in results],
                 [r.round_attempts for r in results],
             )
+            # A stale result (its lease expired and the event was claimed again, maybe already
+            # delivered) or one written twice must not count a failure again or suspend.
+            applied = {row["id"] for row in finished}
+            (
+                reg_ids,
+                failures_after,
+                had_success,
+                last_success,
+                last_failure,
+                transitions,
+            ) = _registration_outcomes([r for r in results if r.event_id in applied])
+            if not reg_ids:
+                return []
             await conn.execute(
                 Q.record_registration_outcomes,
                 reg_ids,
@@ -661,6 +719,7 @@ class Store:
                 last_success,
                 last_failure,
             )
+            moved: list[asyncpg.Record] = []
             if transitions:
                 moved = await conn.fetch(
                     Q.transition_registrations,
@@ -670,6 +729,7 @@ class Store:
                 )
                 if any(r["status"] == Status.ACTIVE.value for r in moved):
                     await conn.execute(Q.notify_events)
+        return [(r["id"], Status(r["status"])) for r in moved]
 
     async def release_leases(self, event_ids: Sequence[uuid.UUID], worker_id: str) -> None:
         if event_ids:
@@ -751,13 +811,19 @@ class Store:
 
     async def gauge_snapshot(self) -> GaugeSnapshot:
         async with self.pool.acquire() as conn:
-            queue = await conn.fetchrow(Q.gauge_queue)
+            queue = await conn.fetch(Q.gauge_queue)
             regs = await conn.fetch(Q.gauge_registrations)
         by_status = {s.value: 0 for s in Status}
         by_status.update({r["status"]: r["n"] for r in regs})
+        depth = {s.value: 0 for s in Status}
+        depth.update({r["registration_status"]: r["depth"] for r in queue})
+        oldest = {s.value: 0.0 for s in Status}
+        oldest.update({r["registration_status"]: r["oldest_age"] for r in queue})
+        lag = next((r["due_lag"] for r in queue if r["registration_status"] == Status.ACTIVE), 0.0)
         return GaugeSnapshot(
-            queue_depth=queue["depth"],
-            oldest_pending_age_seconds=queue["oldest_age"],
+            queue_depth=depth,
+            oldest_pending_age_seconds=oldest,
+            delivery_lag_seconds=lag,
             registrations_by_status=by_status,
         )
 
@@ -773,6 +839,10 @@ class Store:
     async def drop_expired_secrets(self) -> int:
         return int((await self.pool.execute(Q.drop_expired_previous_secrets)).split()[-1])
 
+    async def discard_orphaned_events(self) -> int:
+        """Pending events of Deleted registrations that were in flight at delete time."""
+        return int((await self.pool.execute(Q.discard_orphaned_events)).split()[-1])
+
     async def release_stale_leases(self) -> int:
         return int((await self.pool.execute(Q.release_stale_leases)).split()[-1])
 
@@ -780,7 +850,22 @@ class Store:
         return int((await self.pool.execute(Q.purge_idempotency_keys)).split()[-1])
 
 
-def _claimed(row: asyncpg.Record, *, probe: bool) -> ClaimedDelivery:
+def _claimed(
+    row: asyncpg.Record, *, probe: bool, targets: dict[uuid.UUID, DeliveryTarget] | None = None
+) -> ClaimedDelivery:
+    target = None
+    if targets is not None and row.get("url") is not None:
+        # One DeliveryTarget per registration and claim batch, shared by its events.
+        target = targets.get(row["registration_id"])
+        if target is None:
+            live = (row["secret"],) + ((row["previous_secret"],) if row["previous_secret"] else ())
+            target = targets[row["registration_id"]] = DeliveryTarget(
+                id=row["registration_id"],
+                url=row["url"],
+                status=Status(row["registration_status"]),
+                secrets=live,
+                basic_auth=row["basic_auth"],
+            )
     return ClaimedDelivery(
         id=row["id"],
         partner_id=row["partner_id"],
@@ -793,7 +878,48 @@ def _claimed(row: asyncpg.Record, *, probe: bool) -> ClaimedDelivery:
         round_attempts=row["round_attempts"],
         attempted_at=row["attempted_at"],
         probe=probe,
+        target=target,
     )
+
+
+def _registration_outcomes(
+    results: Sequence[DeliveryResult],
+) -> tuple[
+    list[uuid.UUID],
+    list[int],
+    list[bool],
+    list[datetime | None],
+    list[datetime | None],
+    list[tuple[uuid.UUID, str, str]],
+]:
+    """Per registration: failures since its last success in the batch, whether it had one, the
+    latest success and failure times, and the guarded status transitions the batch fires."""
+    per_registration: dict[uuid.UUID, list[DeliveryResult]] = {}
+    for result in results:
+        per_registration.setdefault(result.registration_id, []).append(result)
+    reg_ids: list[uuid.UUID] = []
+    failures_after: list[int] = []
+    had_success: list[bool] = []
+    last_success: list[datetime | None] = []
+    last_failure: list[datetime | None] = []
+    transitions: list[tuple[uuid.UUID, str, str]] = []
+    for reg_id, items in per_registration.items():
+        items.sort(key=lambda r: r.attempted_at)
+        successes = [r for r in items if r.success]
+        failures = [r for r in items if not r.success]
+        after = items
+        if successes:
+            last_ok = successes[-1].attempted_at
+            after = [r for r in items if r.attempted_at > last_ok]
+        reg_ids.append(reg_id)
+        failures_after.append(sum(1 for r in after if not r.success))
+        had_success.append(bool(successes))
+        last_success.append(successes[-1].attempted_at if successes else None)
+        last_failure.append(failures[-1].attempted_at if failures else None)
+        for trigger in _registration_triggers(items):
+            for old in sources(trigger):
+                transitions.append((reg_id, old.value, next_status(old, trigger).value))
+    return reg_ids, failures_after, had_success, last_success, last_failure, transitions
 
 
 def _registration_triggers(items: Sequence[DeliveryResult]) -> list[Trigger]:

@@ -30,16 +30,19 @@ class Aggregator:
         """Close every window due now; returns the event objects created."""
         created_total = 0
         while True:
-            closed, created = await self._store.close_due_windows(self._rules, limit=BATCH)
-            metrics.WINDOWS_CLOSED.inc(closed)
-            metrics.EVENTS_CREATED.inc(created)
-            created_total += created
-            if closed < BATCH:
+            result = await self._store.close_due_windows(self._rules, limit=BATCH)
+            metrics.WINDOWS_CLOSED.inc(result.closed)
+            metrics.EVENTS_CREATED.inc(result.created)
+            created_total += result.created
+            if result.claimed < BATCH:
                 return created_total
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.5
         while not stop.is_set():
+            # Cleared before the pass, not after: a window opened while this pass runs sets it
+            # again, and the wait below then returns at once instead of sleeping past it.
+            self.wake.clear()
             try:
                 await self.run_once()
                 due_in = await self._store.seconds_until_next_window()
@@ -47,9 +50,12 @@ class Aggregator:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # Back off for real (the poll interval must not cap it): a database outage
+                # costs one warning per backoff step, not one per poll. Capped at 5 s so windows
+                # close soon after the database is back.
                 log.warning("aggregator: %r; retrying in %.1fs", exc, backoff)
-                due_in = backoff
-                backoff = min(backoff * 2, 10)
+                await wait_any(stop, timeout=backoff)
+                backoff = min(backoff * 2, 5)
+                continue
             sleep = self._poll if due_in is None else min(max(due_in, 0.01), self._poll)
-            self.wake.clear()
             await wait_any(stop, self.wake, timeout=sleep)

@@ -20,19 +20,24 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import aiohttp
+import asyncpg
 
 from broker import metrics
 from broker.config import Settings
 from broker.domain.outcomes import decide
 from broker.domain.payload import event_body
+from broker.domain.states import Status
 from broker.http.sender import send
 from broker.store.store import ClaimedDelivery, DeliveryResult, DeliveryTarget, Store
 from broker.workers.waiting import wait_any
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL = 0.02
-FLUSH_MAX = 500
+# Errors about the data itself (SQLSTATE classes 22 and 23): the same write fails every time.
+REFUSED_DATA = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# While busy, Restarting registrations are looked at no more often than this (their claim is a
+# second statement per claim); at once whenever a NOTIFY (e.g. a restart) wakes the worker.
+PROBE_CLAIM_INTERVAL = 0.25
 
 
 def worker_name() -> str:
@@ -50,6 +55,8 @@ class DeliveryWorker:
         self._slot_freed = asyncio.Event()
         self._results: list[DeliveryResult] = []
         self._results_ready = asyncio.Event()
+        self._recorded = asyncio.Event()  # results written: their leases no longer count
+        self._probe_due = 0.0
         self._flusher: asyncio.Task[None] | None = None
 
     @property
@@ -58,22 +65,30 @@ class DeliveryWorker:
 
     # ------------------------------------------------------------------ claiming
 
-    async def claim_once(self) -> int:
-        """Claim what fits in the free slots and start sending it; returns the number claimed."""
+    async def claim_once(self, *, probes: bool = True) -> int:
+        """Claim what fits in the free slots and start sending it; returns the number claimed.
+
+        ``probes=False`` leaves Restarting registrations for a later claim (one statement less).
+        """
         free = self._settings.delivery_concurrency - len(self._inflight)
         if free <= 0:
             return 0
+        if probes:
+            self._probe_due = asyncio.get_running_loop().time() + PROBE_CLAIM_INTERVAL
         claimed = await self._store.claim_deliveries(
             limit=min(free, self._settings.delivery_batch_size),
             per_registration=self._settings.delivery_per_registration,
             lease_seconds=self._settings.lease_seconds,
             worker_id=self.name,
+            probes=probes,
         )
         if not claimed:
             return 0
-        targets = await self._store.delivery_targets(c.registration_id for c in claimed)
+        # The claim returns each event's target; look up only what it did not bring.
+        missing = {c.registration_id for c in claimed if c.target is None}
+        targets = await self._store.delivery_targets(missing) if missing else {}
         for item in claimed:
-            target = targets.get(item.registration_id)
+            target = item.target or targets.get(item.registration_id)
             if target is None:  # registration removed between claim and lookup
                 continue
             task = asyncio.create_task(self._deliver(item, target))
@@ -140,8 +155,18 @@ class DeliveryWorker:
         )
         metrics.ATTEMPTS.labels(outcome="success" if outcome.success else "failure").inc()
         metrics.DELIVERY_LATENCY.observe(outcome.duration_ms / 1000)
-        if len(self._results) >= FLUSH_MAX or len(self._inflight) <= 1:
-            self._results_ready.set()
+        _log_attempt(
+            item,
+            outcome.success,
+            outcome.status,
+            outcome.error,
+            decision.event_status,
+            outcome.duration_ms,
+        )
+        # The flusher writes whatever has accumulated as soon as its previous write is done
+        # (group commit): under load batches grow by themselves, and a result's lease, which
+        # counts against its registration's in-flight cap until recorded, is freed sooner.
+        self._results_ready.set()
 
     # ------------------------------------------------------------------ recording
 
@@ -151,29 +176,48 @@ class DeliveryWorker:
             return 0
         batch, self._results = self._results, []
         try:
-            await self._store.record_results(batch)
+            moved = await self._store.record_results(batch)
+        except REFUSED_DATA as exc:
+            moved = await self._record_one_by_one(batch, exc)
         except BaseException:
             self._results = batch + self._results
             raise
-        for result in batch:
-            if result.registration_trigger is not None:
-                log.info(
-                    "registration %s: %s after event %s",
-                    result.registration_id,
-                    result.registration_trigger.value,
-                    result.event_id,
-                )
+        if moved:
+            _count_transitions(batch, moved)
         return len(batch)
+
+    async def _record_one_by_one(
+        self, batch: list[DeliveryResult], exc: Exception
+    ) -> list[tuple[uuid.UUID, Status]]:
+        """The database refused the batch's data (not a lost connection): retrying it as a whole
+        would fail forever and hold back every result in it. Record each result alone and drop
+        the ones refused; their leases expire and the events are delivered again, so nothing is
+        lost (at-least-once)."""
+        log.error("a batch of delivery results was refused (%r); recording one by one", exc)
+        moved: list[tuple[uuid.UUID, Status]] = []
+        for i, result in enumerate(batch):
+            try:
+                moved += await self._store.record_results([result])
+            except REFUSED_DATA as refused:
+                log.error(
+                    "dropping the result of event %s attempt %d (%r); it will be redelivered",
+                    result.event_id,
+                    result.attempt_number,
+                    refused,
+                )
+            except BaseException:
+                self._results = batch[i:] + self._results  # the rest, for the next flush
+                raise
+        return moved
 
     async def _flush_loop(self) -> None:
         backoff = 0.2
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._results_ready.wait(), timeout=FLUSH_INTERVAL)
+            await self._results_ready.wait()
             self._results_ready.clear()
             try:
                 if await self.flush():
-                    self.wake.set()  # slots were freed by recorded results: claim more
+                    self._recorded.set()  # leases were freed by recorded results: claim more
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
@@ -181,6 +225,7 @@ class DeliveryWorker:
                 log.warning("recording delivery results failed (%r); retrying", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5)
+                self._results_ready.set()  # what stayed buffered is retried now
 
     # ------------------------------------------------------------------ lifetime
 
@@ -188,22 +233,29 @@ class DeliveryWorker:
         self._flusher = asyncio.create_task(self._flush_loop(), name="delivery-flush")
         backoff = 0.5
         try:
+            loop = asyncio.get_running_loop()
             while not stop.is_set():
                 try:
+                    # A NOTIFY (new events, a restart) or the poll looks at everything; a claim
+                    # that only follows this worker's own progress skips the Restarting ones
+                    # unless PROBE_CLAIM_INTERVAL has passed.
+                    probes = self.wake.is_set() or loop.time() >= self._probe_due
                     self.wake.clear()
-                    claimed = await self.claim_once()
+                    self._recorded.clear()
+                    claimed = await self.claim_once(probes=probes)
                     backoff = 0.5
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.warning("claiming deliveries failed (%r); retrying in %.1fs", exc, backoff)
-                    await wait_any(stop, timeout=backoff)
+                    # The listener sets wake when its connection is back: end the backoff then.
+                    await wait_any(stop, self.wake, timeout=backoff)
                     backoff = min(backoff * 2, 10)
                     continue
                 if claimed and len(self._inflight) < self._settings.delivery_concurrency:
                     continue  # there may be more due right now
                 self._slot_freed.clear()
-                waits = [stop, self.wake]
+                waits = [stop, self.wake, self._recorded]
                 if len(self._inflight) >= self._settings.delivery_concurrency:
                     waits = [stop, self._slot_freed]
                 await wait_any(*waits, timeout=self._settings.poll_interval_seconds)
@@ -227,3 +279,62 @@ class DeliveryWorker:
             await self._store.release_leases(unfinished, self.name)
         except Exception as exc:  # the leases will expire by themselves
             log.warning("could not flush or release on shutdown (%r)", exc)
+
+
+def _log_attempt(
+    item: ClaimedDelivery,
+    success: bool,
+    status: int | None,
+    error: str | None,
+    event_status: str,
+    duration_ms: int,
+) -> None:
+    # Successes are routine (DEBUG); each failure is worth a line; an exhausted event a warning.
+    level = (
+        logging.DEBUG if success else logging.WARNING if event_status == "Failed" else logging.INFO
+    )
+    if not log.isEnabledFor(level):
+        return
+    what = "delivered" if success else f"failed ({error or status})"
+    if event_status == "Failed":
+        what += "; retries exhausted, event Failed"
+    log.log(
+        level,
+        "event %s attempt %d %s in %d ms",
+        item.id,
+        item.attempt_count,
+        what,
+        duration_ms,
+        extra={
+            "event_id": item.id,
+            "registration_id": item.registration_id,
+            "partner_id": item.partner_id,
+            "attempt": item.attempt_count,
+            "response_status": status,
+            "duration_ms": duration_ms,
+        },
+    )
+
+
+def _count_transitions(batch: list[DeliveryResult], moved: list[tuple[uuid.UUID, Status]]) -> None:
+    """Metrics and one log line per registration status change the workers caused."""
+    cause: dict[uuid.UUID, DeliveryResult] = {}
+    for result in batch:
+        if result.registration_trigger is not None:
+            cause[result.registration_id] = result
+    for registration_id, status in moved:
+        metrics.REGISTRATION_TRANSITIONS.labels(to=status.value).inc()
+        why = cause.get(registration_id)
+        log.log(
+            logging.WARNING if status is Status.SUSPENDED else logging.INFO,
+            "registration %s is now %s (%s after event %s)",
+            registration_id,
+            status.value,
+            why.registration_trigger.value if why and why.registration_trigger else "?",
+            why.event_id if why else "?",
+            extra={
+                "registration_id": registration_id,
+                "event_id": why.event_id if why else None,
+                "to_status": status.value,
+            },
+        )

@@ -1,4 +1,4 @@
-"""Gauges read from the database when /metrics is scraped (queue depth, registrations)."""
+"""Gauges read from the database when /metrics is scraped (queues, lag, registrations)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from broker.store.store import Store
 
 async def refresh_gauges(store: Store) -> None:
     snapshot = await store.gauge_snapshot()
-    metrics.QUEUE_DEPTH.set(snapshot.queue_depth)
-    metrics.QUEUE_OLDEST_AGE.set(snapshot.oldest_pending_age_seconds)
+    for status, depth in snapshot.queue_depth.items():
+        metrics.QUEUE_DEPTH.labels(registration_status=status).set(depth)
+    for status, age in snapshot.oldest_pending_age_seconds.items():
+        metrics.QUEUE_OLDEST_AGE.labels(registration_status=status).set(age)
+    metrics.DELIVERY_LAG.set(snapshot.delivery_lag_seconds)
     for status, count in snapshot.registrations_by_status.items():
         metrics.REGISTRATIONS_BY_STATUS.labels(status=status).set(count)

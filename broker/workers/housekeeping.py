@@ -1,13 +1,19 @@
-"""Periodic housekeeping on APScheduler 3: retention, expired secrets, stale leases, old keys.
+"""Periodic housekeeping on APScheduler 3: retention, expired secrets, stale leases, the queued
+events of deleted registrations, old idempotency keys.
 
 None of this is on a hot path: delivery and window closing are driven by due times in the
 database. These jobs only keep tables tidy, so a missed run just means a later one does more.
+Each job first runs shortly after start, not a full interval later (a process restarted more
+often than hourly would otherwise never purge), and runs however late the event loop lets it
+(no misfire limit: a busy loop must delay a job, not skip it for another interval).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -16,12 +22,23 @@ from broker.store.store import Store
 
 log = logging.getLogger(__name__)
 
+FIRST_RUN_AFTER_SECONDS = 10.0
+
 
 class Housekeeping:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        first_run_after: float = FIRST_RUN_AFTER_SECONDS,
+    ) -> None:
         self._store = store
         self._settings = settings
+        self._first_run_after = first_run_after
         self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self._stopped = False
+        self._running_jobs: set[asyncio.Task[object]] = set()
 
     async def purge_retention(self) -> int:
         deleted = await self._store.purge_finished_events(self._settings.retention_days)
@@ -41,30 +58,74 @@ class Housekeeping:
     async def purge_idempotency_keys(self) -> int:
         return await self._store.purge_idempotency_keys()
 
+    async def discard_orphaned_events(self) -> int:
+        discarded = await self._store.discard_orphaned_events()
+        if discarded:
+            log.info("discarded %d queued events of deleted registrations", discarded)
+        return discarded
+
+    @property
+    def running(self) -> bool:
+        return self._scheduler.running and not self._stopped
+
+    @property
+    def job_names(self) -> list[str]:
+        return [job.name for job in self._scheduler.get_jobs()]
+
     def start(self) -> None:
+        """Schedule the jobs on the running event loop (call from within it)."""
         jobs = (
             (self.purge_retention, 3600),
             (self.drop_expired_secrets, 60),
             (self.release_stale_leases, 60),
+            (self.discard_orphaned_events, 300),
             (self.purge_idempotency_keys, 3600),
         )
+        first = datetime.now(UTC) + timedelta(seconds=self._first_run_after)
         for job, seconds in jobs:
             self._scheduler.add_job(
-                self._guard(job), "interval", seconds=seconds, max_instances=1, coalesce=True
+                self._guard(job),
+                "interval",
+                seconds=seconds,
+                name=job.__name__,
+                next_run_time=first,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
             )
         self._scheduler.start()
 
     def stop(self) -> None:
+        """Stop scheduling and cancel running jobs; idempotent.
+
+        AsyncIOScheduler.shutdown only queues the shutdown on the loop, so ``_stopped`` makes the
+        stop take effect at once (a job firing before the queued shutdown runs does nothing).
+        """
+        if self._stopped:
+            return
+        self._stopped = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        for task in list(self._running_jobs):
+            task.cancel()
 
-    @staticmethod
-    def _guard(job: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
+    def _guard(self, job: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
+            if self._stopped:
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self._running_jobs.add(task)
             try:
                 await job()
+            except asyncio.CancelledError:
+                # Cancelled by stop(): the job's own task ends here, quietly, instead of
+                # APScheduler logging the cancellation as a job error.
+                log.debug("housekeeping %s cancelled by stop", job.__name__)
             except Exception as exc:  # the database may be restarting; next run tries again
                 log.warning("housekeeping %s failed: %r", job.__name__, exc)
+            finally:
+                self._running_jobs.discard(task)
 
         run.__name__ = job.__name__
         return run

@@ -1,9 +1,10 @@
 -- Partners, keys and the event-type catalog (admin API), plus key lookup for authentication.
 
--- name: principal_for_key_hash
-SELECT id, kind, partner_id
+-- name: principals_for_key_hashes
+-- The live keys among $1 (SHA-256 digests): one query checks every request waiting for it.
+SELECT id, kind, partner_id, key_hash
 FROM api_keys
-WHERE key_hash = $1 AND revoked_at IS NULL;
+WHERE key_hash = ANY($1::bytea[]) AND revoked_at IS NULL;
 
 -- name: insert_partner
 INSERT INTO partners (id, name) VALUES ($1, $2)

@@ -24,18 +24,25 @@ WHERE producer_key_id = $1 AND idempotency_key = $2
 -- $6 max resources. Sorted so concurrent ingests lock groups in one order (no deadlocks).
 -- pending_count counts resource events, not distinct resources: it can only over-estimate, and
 -- the aggregator re-counts exactly before closing on the size rule.
-INSERT INTO window_groups AS g (partner_id, event_name, opened_at, last_event_at, pending_count, due_at)
-SELECT p, e, now(), now(), n,
-       CASE WHEN n >= $6 THEN now()
-            ELSE now() + make_interval(secs => least($4::float8, $5::float8)) END
-FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(p, e, n)
-ORDER BY p, e
-ON CONFLICT (partner_id, event_name) DO UPDATE SET
-    last_event_at = now(),
-    pending_count = g.pending_count + excluded.pending_count,
-    due_at = CASE WHEN g.pending_count + excluded.pending_count >= $6 THEN now()
-                  ELSE least(now() + make_interval(secs => $4::float8),
-                             g.opened_at + make_interval(secs => $5::float8)) END;
+-- When it opens a window, or makes one due now (size rule), it notifies broker_windows (sent at
+-- commit): a sleeping aggregator learns the new earliest due time at once instead of after its
+-- poll interval, which keeps the time from a window's close to its delivery short.
+WITH up AS (
+    INSERT INTO window_groups AS g (partner_id, event_name, opened_at, last_event_at, pending_count, due_at)
+    SELECT p, e, now(), now(), n,
+           CASE WHEN n >= $6 THEN now()
+                ELSE now() + make_interval(secs => least($4::float8, $5::float8)) END
+    FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(p, e, n)
+    ORDER BY p, e
+    ON CONFLICT (partner_id, event_name) DO UPDATE SET
+        last_event_at = now(),
+        pending_count = g.pending_count + excluded.pending_count,
+        due_at = CASE WHEN g.pending_count + excluded.pending_count >= $6 THEN now()
+                      ELSE least(now() + make_interval(secs => $4::float8),
+                                 g.opened_at + make_interval(secs => $5::float8)) END
+    RETURNING (g.xmax = 0 OR g.due_at <= now()) AS wake
+)
+SELECT pg_notify('broker_windows', '') FROM (SELECT 1 FROM up WHERE wake LIMIT 1) AS w;
 
 -- name: purge_idempotency_keys
 DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours';

@@ -67,11 +67,14 @@ SELECT pg_notify('broker_events', '');
 -- Per active registration, its due Pending events in order, at most $2 in flight across all
 -- workers (leases counted), at most $1 in all; the lease makes a dead worker's events due again.
 -- Registrations are visited in random order so a busy one cannot starve the rest.
+-- The candidate rows are locked, so their last_attempted_at is the value before this claim; the
+-- registration's delivery target (URL, live secrets, basic auth) comes back with each row, which
+-- saves the worker a second query per claim.
 WITH cand AS (
-    SELECT e.id
+    SELECT e.id, e.last_attempted_at, r.id AS registration_id
     FROM (SELECT id FROM registrations WHERE status = 'Active' ORDER BY random()) AS r
     CROSS JOIN LATERAL (
-        SELECT ev.id FROM events ev
+        SELECT ev.id, ev.last_attempted_at FROM events ev
         WHERE ev.registration_id = r.id AND ev.status = 'Pending'
           AND ev.next_attempt_at <= now()
           AND (ev.locked_until IS NULL OR ev.locked_until < now())
@@ -89,11 +92,14 @@ UPDATE events ev SET
     attempt_count = ev.attempt_count + 1,
     round_attempts = ev.round_attempts + 1,
     last_attempted_at = now()
-FROM cand, events old
-WHERE ev.id = cand.id AND old.id = cand.id
+FROM cand JOIN registrations tr ON tr.id = cand.registration_id
+WHERE ev.id = cand.id
 RETURNING ev.id, ev.partner_id, ev.registration_id, ev.event_name, ev.resources, ev.created_at,
-          old.last_attempted_at AS previous_attempted_at, ev.attempt_count, ev.round_attempts,
-          ev.last_attempted_at AS attempted_at;
+          cand.last_attempted_at AS previous_attempted_at, ev.attempt_count, ev.round_attempts,
+          ev.last_attempted_at AS attempted_at,
+          tr.url, tr.status AS registration_status, tr.secret, tr.basic_auth,
+          CASE WHEN tr.previous_secret_expires_at > now() THEN tr.previous_secret END
+              AS previous_secret;
 
 -- name: claim_restarting_deliveries
 -- A Restarting registration's oldest queued event gets exactly one attempt: the registration
@@ -105,11 +111,14 @@ WITH r AS (
       AND NOT EXISTS (SELECT 1 FROM events l
                       WHERE l.registration_id = reg.id AND l.status = 'Pending'
                         AND l.locked_until IS NOT NULL AND l.locked_until > now())
+      -- Only those with something queued: registrations waiting in Restarting for their next
+      -- event must not use up the LIMIT and starve the ones that have a probe to make.
+      AND EXISTS (SELECT 1 FROM events q WHERE q.registration_id = reg.id AND q.status = 'Pending')
     LIMIT $1
     FOR NO KEY UPDATE SKIP LOCKED
 ), cand AS (
-    SELECT e.id FROM r CROSS JOIN LATERAL (
-        SELECT ev.id FROM events ev
+    SELECT e.id, e.last_attempted_at, r.id AS registration_id FROM r CROSS JOIN LATERAL (
+        SELECT ev.id, ev.last_attempted_at FROM events ev
         WHERE ev.registration_id = r.id AND ev.status = 'Pending'
         ORDER BY ev.created_at, ev.id
         LIMIT 1
@@ -121,11 +130,14 @@ UPDATE events ev SET
     locked_by = $3,
     attempt_count = ev.attempt_count + 1,
     last_attempted_at = now()
-FROM cand, events old
-WHERE ev.id = cand.id AND old.id = cand.id
+FROM cand JOIN registrations tr ON tr.id = cand.registration_id
+WHERE ev.id = cand.id
 RETURNING ev.id, ev.partner_id, ev.registration_id, ev.event_name, ev.resources, ev.created_at,
-          old.last_attempted_at AS previous_attempted_at, ev.attempt_count, ev.round_attempts,
-          ev.last_attempted_at AS attempted_at;
+          cand.last_attempted_at AS previous_attempted_at, ev.attempt_count, ev.round_attempts,
+          ev.last_attempted_at AS attempted_at,
+          tr.url, tr.status AS registration_status, tr.secret, tr.basic_auth,
+          CASE WHEN tr.previous_secret_expires_at > now() THEN tr.previous_secret END
+              AS previous_secret;
 
 -- name: delivery_targets
 -- What a worker needs to POST: URL, secrets live right now, basic auth, status.
@@ -142,16 +154,23 @@ ON CONFLICT (event_id, attempt_number) DO NOTHING;
 
 -- name: finish_events
 -- Results in one statement. Guarded by attempt_count: if a lease expired and another worker
--- re-claimed the event, only the latest claim's result decides the event's state.
+-- re-claimed the event, only the latest claim's result decides the event's state; and by the
+-- lease itself, so a result written twice (a flush retried after a lost COMMIT answer) applies
+-- once. A resend during the attempt reset round_attempts to 0: the resend wins, and the event
+-- stays Pending and due for its new round. RETURNING: the results that applied (the store
+-- lets only those move the registration).
 UPDATE events ev SET
-    status = t.status,
-    next_attempt_at = coalesce(t.next_attempt_at, ev.next_attempt_at),
-    round_attempts = t.round_attempts,
+    status = CASE WHEN ev.round_attempts < t.round_attempts THEN 'Pending' ELSE t.status END,
+    next_attempt_at = CASE WHEN ev.round_attempts < t.round_attempts THEN ev.next_attempt_at
+                           ELSE coalesce(t.next_attempt_at, ev.next_attempt_at) END,
+    round_attempts = least(ev.round_attempts, t.round_attempts),
     locked_until = NULL,
     locked_by = NULL
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int[])
      AS t(id, attempt_count, status, next_attempt_at, round_attempts)
-WHERE ev.id = t.id AND ev.attempt_count = t.attempt_count AND ev.status = 'Pending';
+WHERE ev.id = t.id AND ev.attempt_count = t.attempt_count AND ev.status = 'Pending'
+  AND ev.locked_until IS NOT NULL
+RETURNING ev.id;
 
 -- name: record_registration_outcomes
 -- Per registration: $2 consecutive failures since the last success in this batch (reset when
@@ -178,3 +197,18 @@ UPDATE events SET locked_until = NULL, locked_by = NULL,
                   attempt_count = attempt_count - 1,
                   round_attempts = greatest(round_attempts - 1, 0)
 WHERE id = ANY($1::uuid[]) AND locked_by = $2 AND status = 'Pending';
+
+-- name: record_lost_attempts
+-- Claimed events whose previous attempt has no row: the worker that made it stopped before
+-- recording a result and its lease ran out. "Every attempt is recorded", so that attempt is
+-- written now, with the outcome unknown. $1 event ids, $2 the previous attempt's number,
+-- $3 its start (from last_attempted_at); a late result from that worker then loses the race on
+-- the unique (event_id, attempt_number), which is fine: the event has been claimed again anyway.
+INSERT INTO attempts (event_id, attempt_number, attempted_at, duration_ms, response_status,
+                      error, response_body)
+SELECT t.id, t.n, t.at, 0, NULL,
+       'no result was recorded: the worker stopped during this attempt and its lease expired', NULL
+FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS t(id, n, at)
+WHERE t.n >= 1 AND t.at IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.event_id = t.id AND a.attempt_number = t.n)
+ON CONFLICT (event_id, attempt_number) DO NOTHING;

@@ -40,13 +40,33 @@ RETURNING *;
 
 -- name: discard_queued_events
 -- A deleted registration's queued events are discarded; delivered and failed ones stay for
--- the retention period.
-DELETE FROM events WHERE registration_id = $1 AND status = 'Pending';
+-- the retention period. An event whose attempt may still be in flight (lease live, or expired
+-- less than a minute ago) is left alone: deleting it would make recording that attempt fail
+-- on the attempts -> events foreign key. discard_orphaned_events removes it later if it is
+-- still Pending then.
+DELETE FROM events
+WHERE registration_id = $1 AND status = 'Pending'
+  AND (locked_until IS NULL OR locked_until < now() - interval '1 minute');
+
+-- name: discard_orphaned_events
+-- Housekeeping: Pending events of Deleted registrations left by discard_queued_events.
+DELETE FROM events ev USING registrations r
+WHERE r.status = 'Deleted' AND ev.registration_id = r.id AND ev.status = 'Pending'
+  AND (ev.locked_until IS NULL OR ev.locked_until < now() - interval '1 minute');
 
 -- name: requeue_failed_events
-UPDATE events SET status = 'Pending', round_attempts = 0, next_attempt_at = now(),
+-- Due at its creation time, so that it drains in creation order with the rest of the queue.
+UPDATE events SET status = 'Pending', round_attempts = 0, next_attempt_at = created_at,
                   locked_until = NULL, locked_by = NULL
 WHERE registration_id = $1 AND status = 'Failed';
+
+-- name: reorder_queue_for_restart
+-- On restart the whole queue is due at once and drains in creation order: the claim orders
+-- by (next_attempt_at, created_at), and a failed probe or a retry backoff from before the
+-- suspension would otherwise put an older event behind newer ones. Events queued while
+-- suspended already have next_attempt_at = created_at and are not rewritten.
+UPDATE events SET next_attempt_at = created_at
+WHERE registration_id = $1 AND status = 'Pending' AND next_attempt_at <> created_at;
 
 -- name: rotate_secret
 UPDATE registrations SET
