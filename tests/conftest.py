@@ -30,7 +30,7 @@ ADMIN_TOKEN = "test-admin-token-0123456789"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
@@ -55,7 +55,7 @@ def template_database(base_database_url: str) -> Iterator[str]:
             await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
             await conn.close()
-        conn = await asyncpg.connect(_with_database(base_database_url, name))
+        conn = await asyncpg.connect(with_database(base_database_url, name))
         try:
             await migrate(conn)
         finally:
@@ -81,7 +81,7 @@ async def db_url(base_database_url: str, template_database: str) -> AsyncIterato
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
     finally:
         await conn.close()
-    yield _with_database(base_database_url, name)
+    yield with_database(base_database_url, name)
     conn = await asyncpg.connect(base_database_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import bearer
+from tests.conftest import with_database, bearer
 
 BROKER = Path(sys.executable).parent / "broker"
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,7 +157,7 @@ async def test_unreachable_database_is_a_message_not_a_traceback(db_url):
     runs = await asyncio.gather(
         broker(db_url, "migrate", BROKER_DATABASE_URL=nowhere),
         broker(db_url, "admin", "list-partners", BROKER_DATABASE_URL=nowhere),
-        broker(db_url, "migrate", BROKER_DATABASE_URL=db_url.rsplit("/", 1)[0] + "/no_such_db"),
+        broker(db_url, "migrate", BROKER_DATABASE_URL=with_database(db_url, "no_such_db")),
     )
     for run in runs:
         assert run.code == 1, run
