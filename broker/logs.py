@@ -54,5 +54,7 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # pgserver narrates initdb/pg_ctl at INFO; start-up output should stay readable.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     # APScheduler announces every job it adds and runs at INFO: noise next to broker's own lines.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -17,6 +17,12 @@ from broker.store.store import IngestAnswer, IngestRequest, Store, WindowRules
 
 # Upper bound of resource events per group commit: keeps one transaction's COPY bounded.
 MAX_BATCH_ITEMS = 50_000
+# Group commits in flight at once. With one, producers waiting on a commit send nothing new, so
+# parsing requests and PostgreSQL writing them took turns; with two, the next batch is parsed and
+# written while the previous one commits (bench/README.md). Two commits at once are what two API
+# processes already do: COPY only appends, window groups are upserted in one sorted order, and a
+# repeated Idempotency-Key waits on its unique index.
+MAX_FLUSHES = 1
 
 
 class IngestBatcher:
@@ -60,13 +66,25 @@ class IngestBatcher:
         return batch
 
     async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                batch = self._take_batch()
-                if batch:
-                    await self._flush(batch)
+        flushes: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._queue:
+                    if len(flushes) >= MAX_FLUSHES:
+                        await asyncio.wait(flushes, return_when=asyncio.FIRST_COMPLETED)
+                        continue
+                    batch = self._take_batch()
+                    if batch:
+                        task = asyncio.create_task(self._flush(batch), name="ingest-commit")
+                        flushes.add(task)
+                        task.add_done_callback(flushes.discard)
+        finally:
+            for task in list(flushes):
+                task.cancel()  # _flush fails its waiters with a retryable error
+            if flushes:
+                await asyncio.gather(*flushes, return_exceptions=True)
 
     async def _flush(
         self, batch: Sequence[tuple[IngestRequest, asyncio.Future[IngestAnswer]]]

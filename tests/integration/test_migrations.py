@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from broker.store.db import MIGRATION_LOCK_ID, is_migrated, load_migrations, migrate
-from tests.conftest import _with_database
+from tests.conftest import with_database
 
 TABLES = {
     "partners",
@@ -36,7 +36,7 @@ async def empty_db_url(base_database_url: str) -> AsyncIterator[str]:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    yield _with_database(base_database_url, name)
+    yield with_database(base_database_url, name)
     conn = await asyncpg.connect(base_database_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
