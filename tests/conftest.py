@@ -167,7 +167,9 @@ class World:
     def producer(self) -> dict[str, str]:
         return bearer(self.producer_key)
 
-    async def register(self, url: str, event_types: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    async def register(
+        self, url: str, event_types: list[str] | None = None, **extra: Any
+    ) -> dict[str, Any]:
         resp = await self.client.post(
             "/webhooks/v1/registrations",
             json={"url": url, "eventTypes": event_types or [self.event_name], **extra},
@@ -177,12 +179,18 @@ class World:
         body: dict[str, Any] = await resp.json()
         return body
 
-    async def emit(self, resources: list[str], event_name: str | None = None, **headers: str) -> Any:
+    async def emit(
+        self, resources: list[str], event_name: str | None = None, **headers: str
+    ) -> Any:
         resp = await self.client.post(
             "/internal/v1/resource-events",
             json={
                 "events": [
-                    {"partnerId": self.partner_id, "eventName": event_name or self.event_name, "resource": r}
+                    {
+                        "partnerId": self.partner_id,
+                        "eventName": event_name or self.event_name,
+                        "resource": r,
+                    }
                     for r in resources
                 ]
             },
@@ -192,15 +200,21 @@ class World:
         return await resp.json()
 
 
-async def make_world(client: TestClient, *, event_types: tuple[str, ...] = ("Core.Account.Opened",)) -> World:
+async def make_world(
+    client: TestClient, *, event_types: tuple[str, ...] = ("Core.Account.Opened",)
+) -> World:
     resp = await client.post("/admin/v1/partners", json={"name": "Acme"}, headers=admin_headers())
     assert resp.status == 201, await resp.text()
     partner = await resp.json()
-    resp = await client.post("/admin/v1/producer-keys", json={"name": "core"}, headers=admin_headers())
+    resp = await client.post(
+        "/admin/v1/producer-keys", json={"name": "core"}, headers=admin_headers()
+    )
     assert resp.status == 201, await resp.text()
     producer = await resp.json()
     for name in event_types:
-        resp = await client.put(f"/admin/v1/event-types/{name}", json={"description": name}, headers=admin_headers())
+        resp = await client.put(
+            f"/admin/v1/event-types/{name}", json={"description": name}, headers=admin_headers()
+        )
         assert resp.status in (200, 201), await resp.text()
     return World(
         client=client,
@@ -268,9 +282,12 @@ async def receiver() -> AsyncIterator[Receiver]:
     await server.close()
 
 
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05) -> None:
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
+) -> None:
     async with asyncio.timeout(timeout):
-        while not await predicate():
+        # Polling is the point: the predicate reads PostgreSQL or HTTP, nothing signals it.
+        while not await predicate():  # noqa: ASYNC110
             await asyncio.sleep(interval)
 
 

@@ -22,7 +22,7 @@ MAX_BATCH_ITEMS = 50_000
 # written while the previous one commits (bench/README.md). Two commits at once are what two API
 # processes already do: COPY only appends, window groups are upserted in one sorted order, and a
 # repeated Idempotency-Key waits on its unique index.
-MAX_FLUSHES = 1
+MAX_FLUSHES = 2
 
 
 class IngestBatcher:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import with_database, bearer
+from tests.conftest import bearer, with_database
 
 BROKER = Path(sys.executable).parent / "broker"
 ROOT = Path(__file__).resolve().parents[2]
