@@ -33,7 +33,9 @@ async def test_missing_unknown_and_wrong_kind_keys(client):
     assert (await client.get("/admin/v1/partners", headers=world.partner)).status == 403
     assert (await client.get("/webhooks/v1/registrations", headers=admin_headers())).status == 403
     assert (await client.get("/webhooks/v1/registrations", headers=world.producer)).status == 403
-    resp = await client.post("/internal/v1/resource-events", json={"events": []}, headers=world.partner)
+    resp = await client.post(
+        "/internal/v1/resource-events", json={"events": []}, headers=world.partner
+    )
     assert resp.status == 403
 
 
@@ -42,9 +44,15 @@ async def test_additional_partner_key_and_revocation_take_effect_at_once(client)
     resp = await client.post(f"/admin/v1/partners/{world.partner_id}/keys", headers=admin_headers())
     assert resp.status == 201
     key = await resp.json()
-    assert (await client.get("/webhooks/v1/registrations", headers=bearer(key["apiKey"]))).status == 200
-    assert (await client.delete(f"/admin/v1/keys/{key['id']}", headers=admin_headers())).status == 204
-    assert (await client.get("/webhooks/v1/registrations", headers=bearer(key["apiKey"]))).status == 401
+    assert (
+        await client.get("/webhooks/v1/registrations", headers=bearer(key["apiKey"]))
+    ).status == 200
+    assert (
+        await client.delete(f"/admin/v1/keys/{key['id']}", headers=admin_headers())
+    ).status == 204
+    assert (
+        await client.get("/webhooks/v1/registrations", headers=bearer(key["apiKey"]))
+    ).status == 401
     # the partner's first key is untouched
     assert (await client.get("/webhooks/v1/registrations", headers=world.partner)).status == 200
 
@@ -61,7 +69,9 @@ async def test_event_types_put_creates_then_updates(client, db):
     url = "/admin/v1/event-types/Core.Account.Opened"
     resp = await client.put(url, json={"description": "opened"}, headers=admin_headers())
     assert resp.status == 201
-    resp = await client.put(url, json={"description": "an account was opened"}, headers=admin_headers())
+    resp = await client.put(
+        url, json={"description": "an account was opened"}, headers=admin_headers()
+    )
     assert resp.status == 200
     assert (await resp.json())["description"] == "an account was opened"
     listed = await (await client.get("/admin/v1/event-types", headers=admin_headers())).json()
