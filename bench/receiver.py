@@ -1,0 +1,136 @@
+"""The webhook receiver of the benchmark: an aiohttp server in its own process.
+
+``python -m bench.receiver --port N`` serves on 127.0.0.1:
+
+- ``POST /hook/{name}``: a delivery. Counted; in ``parse`` mode its body is read as an event
+  object (resources counted, the first resource and the arrival time kept for latency probes);
+  with a secret configured for ``{name}`` the Standard Webhooks signature is checked too.
+  Answers 200 "ok".
+- ``POST /_config`` ``{"parse": bool, "secrets": {name: "whsec_..."}}``; ``POST /_reset``;
+  ``GET /_stats``; ``GET /_arrivals`` (``[[first_resource, unix_time], ...]`` in parse mode).
+
+It runs apart from the load generator and the broker so that its event loop has its own core
+share, as a partner's endpoint would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+class State:
+    def __init__(self) -> None:
+        self.parse = False
+        self.keys: dict[str, bytes] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.resources = 0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self.verified = 0
+        self.bad_signatures = 0
+        self.arrivals: list[tuple[str, float]] = []
+        self.ids: set[str] = set()
+        self.duplicates = 0
+
+
+def _signature_ok(key: bytes, headers: Any, body: bytes) -> bool:
+    msg_id = headers.get("webhook-id", "")
+    stamp = headers.get("webhook-timestamp", "")
+    wanted = base64.b64encode(
+        hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    ).decode()
+    for entry in headers.get("webhook-signature", "").split(" "):
+        version, _, sig = entry.partition(",")
+        if version == "v1" and hmac.compare_digest(sig, wanted):
+            return True
+    return False
+
+
+def make_app(state: State) -> web.Application:
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        at = time.time()
+        state.count += 1
+        if state.first_at is None:
+            state.first_at = at
+        state.last_at = at
+        if state.parse:
+            event = orjson.loads(body)
+            resources = event.get("resources") or []
+            state.resources += len(resources)
+            state.arrivals.append((resources[0] if resources else "", at))
+            if event["id"] in state.ids:
+                state.duplicates += 1
+            state.ids.add(event["id"])
+        key = state.keys.get(request.match_info["name"])
+        if key is not None:
+            if _signature_ok(key, request.headers, body):
+                state.verified += 1
+            else:
+                state.bad_signatures += 1
+        return web.Response(text="ok")
+
+    async def config(request: web.Request) -> web.Response:
+        body = await request.json()
+        state.parse = bool(body.get("parse", state.parse))
+        for name, secret in (body.get("secrets") or {}).items():
+            state.keys[name] = base64.b64decode(secret.removeprefix("whsec_"))
+        return web.json_response({"ok": True})
+
+    async def reset(request: web.Request) -> web.Response:
+        state.reset()
+        return web.json_response({"ok": True})
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "count": state.count,
+                "resources": state.resources,
+                "first_at": state.first_at,
+                "last_at": state.last_at,
+                "verified": state.verified,
+                "bad_signatures": state.bad_signatures,
+                "duplicates": state.duplicates,
+            }
+        )
+
+    async def arrivals(request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(state.arrivals), content_type="application/json")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/hook/{name}", hook)
+    app.router.add_post("/_config", config)
+    app.router.add_post("/_reset", reset)
+    app.router.add_get("/_stats", stats)
+    app.router.add_get("/_arrivals", arrivals)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    state = State()
+    web.run_app(
+        make_app(state),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=lambda *_: print("receiver ready", flush=True),
+        shutdown_timeout=1,
+    )
+
+
+if __name__ == "__main__":
+    main()

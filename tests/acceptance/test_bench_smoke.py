@@ -1,0 +1,59 @@
+"""``make bench``'s runner works end to end, on tiny sizes.
+
+The benchmark itself (``python -m bench.run``, minutes long) never runs in CI; this checks that
+the runner starts its database, broker processes and receiver, drives every phase, cleans up,
+and ends with one JSON object on its last stdout line holding every result key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULT_KEYS = (
+    "ingest_batch_resources_per_s",
+    "ingest_single_requests_per_s",
+    "copy_ceiling_rows_per_s",
+    "delivery_per_s",
+    "delivery_ceiling_per_s",
+    "delivery_to_ceiling",
+    "end_to_end_resources_per_s",
+    "close_to_receipt_p99_ms",
+    "events_list_p99_ms",
+    "backlog_rss_mb",
+)
+
+
+def test_bench_runner_prints_every_result_as_json_on_its_last_line(
+    tmp_path: Path, base_database_url: str
+) -> None:
+    out = tmp_path / "results.json"
+    # The suite's PostgreSQL (machine or embedded): the runner makes and drops its own database.
+    env = {**os.environ, "BROKER_BENCH_DATABASE_URL": base_database_url}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--tiny", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) > 1, "progress lines come before the result"
+    result = json.loads(lines[-1])
+    for key in RESULT_KEYS:
+        assert isinstance(result.get(key), int | float), (key, result.get(key))
+    assert result["mode"] == "tiny"
+    assert set(result["targets"]) <= set(RESULT_KEYS)
+    assert json.loads(out.read_text()) == result
+    # Every delivery the receiver checked was signed right, and nothing was lost on the way.
+    details = result["details"]
+    assert details["end_to_end"]["delivered_resources"] == details["end_to_end"]["resources"]
+    assert details["close_to_receipt"]["missing"] == 0
+    for phase in ("close_to_receipt", "end_to_end", "delivery", "delivery_ceiling"):
+        assert details[phase]["bad_signatures"] == 0, phase
