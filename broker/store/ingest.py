@@ -1,0 +1,99 @@
+"""Producer ingest: one group commit of many requests (COPY + window upsert)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from broker.store.base import StoreBase
+from broker.store.queries import Q
+from broker.store.records import (
+    IngestAnswer,
+    IngestRequest,
+    WindowRules,
+)
+
+
+class IngestQueries(StoreBase):
+    async def ingest(
+        self, requests: Sequence[IngestRequest], rules: WindowRules
+    ) -> list[IngestAnswer]:
+        """Store several producers' requests in one transaction (group commit).
+
+        Each answer is durable when this returns. A request whose Idempotency-Key was seen in
+        the last 24 h stores nothing and gets the first answer back.
+        """
+        answers: list[IngestAnswer | None] = [None] * len(requests)
+        fresh: list[int] = []
+        first_with_key: dict[tuple[uuid.UUID, str], int] = {}
+        # Claim keys in one global order: another process's group commit may hold the same keys,
+        # and claiming them in arrival order would let two batches deadlock on each other.
+        claim_order = sorted(
+            range(len(requests)),
+            key=lambda i: (
+                requests[i].idempotency_key is not None,
+                str(requests[i].producer_key_id),
+                requests[i].idempotency_key or "",
+            ),
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            for i in claim_order:
+                request = requests[i]
+                answer = IngestAnswer(status=202, body={"accepted": len(request.items)})
+                if request.idempotency_key is None:
+                    fresh.append(i)
+                    answers[i] = answer
+                    continue
+                ident = (request.producer_key_id, request.idempotency_key)
+                if ident in first_with_key:  # same key twice in one group commit
+                    answers[i] = None
+                    continue
+                await conn.execute(Q.reclaim_expired_idempotency_key, *ident)
+                claimed = await conn.fetchval(
+                    Q.claim_idempotency_key, *ident, answer.status, answer.body
+                )
+                if claimed:
+                    first_with_key[ident] = i
+                    fresh.append(i)
+                    answers[i] = answer
+                else:
+                    row = await conn.fetchrow(Q.get_idempotent_answer, *ident)
+                    answers[i] = IngestAnswer(
+                        status=row["response_status"], body=row["response_body"], replayed=True
+                    )
+            records: list[tuple[Any, ...]] = []
+            groups: dict[tuple[uuid.UUID, str], int] = {}
+            for i in sorted(fresh):  # arrival order: resources keep their first-seen order
+                for item in requests[i].items:
+                    records.append(
+                        (item.partner_id, item.event_name, item.resource, item.occurred_at)
+                    )
+                    group = (item.partner_id, item.event_name)
+                    groups[group] = groups.get(group, 0) + 1
+            if records:
+                await conn.copy_records_to_table(
+                    "resource_events",
+                    records=records,
+                    columns=("partner_id", "event_name", "resource", "occurred_at"),
+                )
+                ordered = sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
+                await conn.execute(
+                    Q.upsert_window_groups,
+                    [g[0][0] for g in ordered],
+                    [g[0][1] for g in ordered],
+                    [g[1] for g in ordered],
+                    rules.min_seconds,
+                    rules.max_seconds,
+                    rules.max_resources,
+                )
+        for i, request in enumerate(requests):
+            if answers[i] is None:
+                assert request.idempotency_key is not None
+                first = first_with_key[(request.producer_key_id, request.idempotency_key)]
+                first_answer = answers[first]
+                assert first_answer is not None
+                answers[i] = IngestAnswer(
+                    status=first_answer.status, body=first_answer.body, replayed=True
+                )
+        return [a for a in answers if a is not None]

@@ -1,0 +1,162 @@
+"""What the store hands in and out: request/result records, row mappers and key hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import asyncpg
+
+from broker.domain.models import (
+    Attempt,
+    Event,
+    Registration,
+    ResourceEvent,
+)
+from broker.domain.states import Status, Trigger
+
+KEY_PREFIXES = {"partner": "bk_partner_", "producer": "bk_producer_"}
+
+
+def hash_key(api_key: str) -> bytes:
+    # surrogateescape: aiohttp passes undecodable header bytes on as surrogates; hash those raw
+    # bytes (they match no key, so 401) instead of failing to encode them (a 500).
+    return hashlib.sha256(api_key.encode("utf-8", "surrogateescape")).digest()
+
+
+def new_api_key(kind: str) -> str:
+    return KEY_PREFIXES[kind] + secrets.token_urlsafe(32)
+
+
+def registration_from_row(row: asyncpg.Record) -> Registration:
+    return Registration(
+        id=row["id"],
+        partner_id=row["partner_id"],
+        url=row["url"],
+        event_types=list(row["event_types"]),
+        description=row["description"],
+        status=Status(row["status"]),
+        secret=row["secret"],
+        previous_secret=row["previous_secret"],
+        previous_secret_expires_at=row["previous_secret_expires_at"],
+        basic_auth=row["basic_auth"],
+        failure_count=row["failure_count"],
+        last_success_at=row["last_success_at"],
+        last_failure_at=row["last_failure_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def event_from_row(row: asyncpg.Record) -> Event:
+    return Event(
+        id=row["id"],
+        partner_id=row["partner_id"],
+        registration_id=row["registration_id"],
+        event_name=row["event_name"],
+        resources=list(row["resources"]),
+        status=row["status"],
+        created_at=row["created_at"],
+        last_attempted_at=row["last_attempted_at"],
+    )
+
+
+def attempt_from_row(row: asyncpg.Record) -> Attempt:
+    return Attempt(
+        event_id=row["event_id"],
+        attempt_number=row["attempt_number"],
+        attempted_at=row["attempted_at"],
+        duration_ms=row["duration_ms"],
+        response_status=row["response_status"],
+        error=row["error"],
+        response_body=row["response_body"],
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IngestRequest:
+    """One producer request inside a group commit."""
+
+    producer_key_id: uuid.UUID
+    idempotency_key: str | None
+    items: Sequence[ResourceEvent]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IngestAnswer:
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WindowRules:
+    min_seconds: float
+    max_seconds: float
+    max_resources: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClaimedDelivery:
+    id: uuid.UUID
+    partner_id: uuid.UUID
+    registration_id: uuid.UUID
+    event_name: str
+    resources: list[str]
+    created_at: datetime
+    previous_attempted_at: datetime | None
+    attempt_count: int
+    round_attempts: int
+    attempted_at: datetime
+    probe: bool  # the single attempt of a Restarting registration
+    # Where to send it, read in the same statement as the claim (None: look it up).
+    target: DeliveryTarget | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeliveryTarget:
+    id: uuid.UUID
+    url: str
+    status: Status
+    secrets: tuple[str, ...]
+    basic_auth: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeliveryResult:
+    """What one attempt did, and what follows from it (decided by the delivery worker)."""
+
+    event_id: uuid.UUID
+    registration_id: uuid.UUID
+    attempt_number: int
+    attempted_at: datetime
+    duration_ms: int
+    response_status: int | None
+    error: str | None
+    response_body: str | None
+    success: bool
+    new_event_status: str  # Pending | Success | Failed
+    next_attempt_at: datetime | None
+    round_attempts: int
+    registration_trigger: Trigger | None  # EXHAUSTED, GONE, PROBE_OK, PROBE_FAILED or None
+
+
+class WindowCloseResult(NamedTuple):
+    claimed: int  # due groups taken in this pass (the aggregator loops while a batch is full)
+    closed: int  # windows that really closed (not merely rescheduled because of duplicates)
+    created: int  # event objects created
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GaugeSnapshot:
+    # Pending event objects, keyed by the status of their registration.
+    queue_depth: dict[str, int]
+    oldest_pending_age_seconds: dict[str, float]
+    # The oldest due, unclaimed event of an Active registration: 0 while workers keep up.
+    delivery_lag_seconds: float
+    registrations_by_status: dict[str, int]

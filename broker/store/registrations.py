@@ -1,0 +1,154 @@
+"""Registrations and their state machine steps (guarded updates)."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from broker.domain.ids import uuid7
+from broker.domain.models import (
+    Registration,
+)
+from broker.domain.states import Status, TransitionRefused, Trigger, next_status
+from broker.store.base import StoreBase
+from broker.store.queries import Q
+from broker.store.records import (
+    registration_from_row,
+)
+
+
+class RegistrationQueries(StoreBase):
+    async def create_registration(
+        self,
+        *,
+        partner_id: uuid.UUID,
+        url: str,
+        event_types: list[str],
+        description: str,
+        secret: str,
+        basic_auth: str | None,
+    ) -> Registration:
+        row = await self.pool.fetchrow(
+            Q.insert_registration,
+            uuid7(),
+            partner_id,
+            url,
+            event_types,
+            description,
+            secret,
+            basic_auth,
+        )
+        return registration_from_row(row)
+
+    async def list_registrations(self, partner_id: uuid.UUID) -> list[Registration]:
+        return [
+            registration_from_row(r)
+            for r in await self.pool.fetch(Q.list_registrations, partner_id)
+        ]
+
+    async def get_registration(
+        self, registration_id: uuid.UUID, partner_id: uuid.UUID
+    ) -> Registration | None:
+        row = await self.pool.fetchrow(Q.get_registration, registration_id, partner_id)
+        return None if row is None else registration_from_row(row)
+
+    async def _current_status(
+        self, conn: asyncpg.Connection, registration_id: uuid.UUID, partner_id: uuid.UUID
+    ) -> Status | None:
+        row = await conn.fetchrow(Q.get_registration_any_status, registration_id, partner_id)
+        return None if row is None else Status(row["status"])
+
+    async def registration_status(
+        self, registration_id: uuid.UUID, partner_id: uuid.UUID
+    ) -> Status | None:
+        """The status, Deleted included (None when unknown to this partner): lets the API tell
+        "gone" (409 for a change) from "never existed" (404)."""
+        async with self.pool.acquire() as conn:
+            return await self._current_status(conn, registration_id, partner_id)
+
+    async def update_registration(
+        self,
+        registration_id: uuid.UUID,
+        partner_id: uuid.UUID,
+        *,
+        url: str | None,
+        event_types: list[str] | None,
+        description: str | None,
+        set_basic_auth: bool,
+        basic_auth: str | None,
+    ) -> Registration | None:
+        """None when unknown; TransitionRefused when Deleted."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                Q.update_registration,
+                registration_id,
+                partner_id,
+                url,
+                event_types,
+                description,
+                set_basic_auth,
+                basic_auth,
+            )
+            if row is not None:
+                return registration_from_row(row)
+            current = await self._current_status(conn, registration_id, partner_id)
+        if current is None:
+            return None
+        raise TransitionRefused(current, Trigger.UPDATE)
+
+    async def transition(
+        self,
+        registration_id: uuid.UUID,
+        partner_id: uuid.UUID,
+        trigger: Trigger,
+        *,
+        resend_failed: bool = False,
+    ) -> Registration | None:
+        """Apply a partner trigger (restart, pause, unpause, delete) through the state machine.
+
+        None when the registration is unknown to this partner, and for a second delete (a
+        Deleted registration is gone for the partner); TransitionRefused when the table does not
+        allow it (so restart/pause/unpause of a Deleted one is refused, naming its status).
+        """
+        async with self.pool.acquire() as conn:
+            for _ in range(5):  # re-read when a concurrent change moved the status under us
+                current = await self._current_status(conn, registration_id, partner_id)
+                if current is None or (current is Status.DELETED and trigger is Trigger.DELETE):
+                    return None
+                new = next_status(current, trigger)  # raises TransitionRefused
+                async with conn.transaction():
+                    row = await conn.fetchrow(
+                        Q.transition_registration,
+                        registration_id,
+                        partner_id,
+                        [current.value],
+                        new.value,
+                    )
+                    if row is None:
+                        continue
+                    if new is Status.DELETED:
+                        await conn.execute(Q.discard_queued_events, registration_id)
+                    if trigger is Trigger.RESTART:
+                        if resend_failed:
+                            await conn.execute(Q.requeue_failed_events, registration_id)
+                        await conn.execute(Q.reorder_queue_for_restart, registration_id)
+                    if new in (Status.ACTIVE, Status.RESTARTING):
+                        await conn.execute(Q.notify_events)
+                    return registration_from_row(row)
+        raise TransitionRefused(current or Status.DELETED, trigger)
+
+    async def rotate_secret(
+        self, registration_id: uuid.UUID, partner_id: uuid.UUID, secret: str, grace_seconds: int
+    ) -> Registration | None:
+        """None when unknown; TransitionRefused when Deleted (a rotation is an update)."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                Q.rotate_secret, registration_id, partner_id, secret, float(grace_seconds)
+            )
+            if row is not None:
+                return registration_from_row(row)
+            current = await self._current_status(conn, registration_id, partner_id)
+        if current is None:
+            return None
+        raise TransitionRefused(current, Trigger.UPDATE)

@@ -1,0 +1,52 @@
+"""Gauges for /metrics and the housekeeping jobs (retention, leases, secrets)."""
+
+from __future__ import annotations
+
+from broker.domain.states import Status
+from broker.store.base import StoreBase
+from broker.store.queries import Q
+from broker.store.records import (
+    GaugeSnapshot,
+)
+
+
+class UpkeepQueries(StoreBase):
+    async def gauge_snapshot(self) -> GaugeSnapshot:
+        async with self.pool.acquire() as conn:
+            queue = await conn.fetch(Q.gauge_queue)
+            regs = await conn.fetch(Q.gauge_registrations)
+        by_status = {s.value: 0 for s in Status}
+        by_status.update({r["status"]: r["n"] for r in regs})
+        depth = {s.value: 0 for s in Status}
+        depth.update({r["registration_status"]: r["depth"] for r in queue})
+        oldest = {s.value: 0.0 for s in Status}
+        oldest.update({r["registration_status"]: r["oldest_age"] for r in queue})
+        lag = next((r["due_lag"] for r in queue if r["registration_status"] == Status.ACTIVE), 0.0)
+        return GaugeSnapshot(
+            queue_depth=depth,
+            oldest_pending_age_seconds=oldest,
+            delivery_lag_seconds=lag,
+            registrations_by_status=by_status,
+        )
+
+    async def purge_finished_events(self, retention_days: int, *, batch: int = 10000) -> int:
+        total = 0
+        while True:
+            status = await self.pool.execute(Q.purge_finished_events, retention_days, batch)
+            deleted = int(status.split()[-1])
+            total += deleted
+            if deleted < batch:
+                return total
+
+    async def drop_expired_secrets(self) -> int:
+        return int((await self.pool.execute(Q.drop_expired_previous_secrets)).split()[-1])
+
+    async def discard_orphaned_events(self) -> int:
+        """Pending events of Deleted registrations that were in flight at delete time."""
+        return int((await self.pool.execute(Q.discard_orphaned_events)).split()[-1])
+
+    async def release_stale_leases(self) -> int:
+        return int((await self.pool.execute(Q.release_stale_leases)).split()[-1])
+
+    async def purge_idempotency_keys(self) -> int:
+        return int((await self.pool.execute(Q.purge_idempotency_keys)).split()[-1])

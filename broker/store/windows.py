@@ -1,0 +1,102 @@
+"""Closing due windows into event objects, exactly once across processes."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from broker.domain.ids import uuid7
+from broker.store.base import StoreBase
+from broker.store.queries import Q
+from broker.store.records import (
+    WindowCloseResult,
+    WindowRules,
+)
+
+
+class WindowQueries(StoreBase):
+    async def close_due_windows(self, rules: WindowRules, *, limit: int = 50) -> WindowCloseResult:
+        """Close due windows (up to ``limit`` groups claimed)."""
+        created = 0
+        closed = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            groups = await conn.fetch(Q.claim_due_windows, limit)
+            for group in groups:
+                made = await self._close_window(conn, group, rules)
+                if made is not None:
+                    closed += 1
+                    created += made
+            if created:
+                await conn.execute(Q.notify_events)
+        return WindowCloseResult(claimed=len(groups), closed=closed, created=created)
+
+    async def _close_window(
+        self, conn: asyncpg.Connection, group: asyncpg.Record, rules: WindowRules
+    ) -> int | None:
+        """Event objects created, or None when the window did not close (empty, or kept open)."""
+        partner_id, event_name = group["partner_id"], group["event_name"]
+        seen: dict[str, None] = {}  # insertion-ordered set: first-seen order
+        cutoff = 0
+        after = 0
+        capped = False
+        chunk = 20000
+        while not capped:
+            rows = await conn.fetch(Q.window_resource_events, partner_id, event_name, after, chunk)
+            for row in rows:
+                resource = row["resource"]
+                if resource not in seen:
+                    if len(seen) == rules.max_resources:
+                        capped = True
+                        break
+                    seen[resource] = None
+                cutoff = row["id"]
+            if len(rows) < chunk:
+                break
+            after = rows[-1]["id"]
+        if not seen:
+            await conn.execute(Q.delete_window_group, partner_id, event_name)
+            return None
+        now = group["db_now"]
+        quiet = (now - group["last_event_at"]).total_seconds() >= rules.min_seconds
+        old = (now - group["opened_at"]).total_seconds() >= rules.max_seconds
+        full = len(seen) >= rules.max_resources
+        if not (quiet or old or full):
+            await conn.execute(
+                Q.reschedule_window_group,
+                partner_id,
+                event_name,
+                len(seen),
+                rules.min_seconds,
+                rules.max_seconds,
+            )
+            return None
+        await conn.execute(Q.consume_resource_events, partner_id, event_name, cutoff)
+        remaining = await conn.fetchval(Q.count_remaining_resource_events, partner_id, event_name)
+        if remaining:
+            await conn.execute(
+                Q.reopen_window_group,
+                partner_id,
+                event_name,
+                remaining,
+                rules.min_seconds,
+                rules.max_seconds,
+                rules.max_resources,
+            )
+        else:
+            await conn.execute(Q.delete_window_group, partner_id, event_name)
+        registrations = [
+            r["id"] for r in await conn.fetch(Q.matching_registrations, partner_id, event_name)
+        ]
+        if registrations:
+            await conn.execute(
+                Q.insert_events,
+                [uuid7() for _ in registrations],
+                partner_id,
+                event_name,
+                list(seen),
+                registrations,
+            )
+        return len(registrations)
+
+    async def seconds_until_next_window(self) -> float | None:
+        value = await self.pool.fetchval(Q.next_window_due_in)
+        return None if value is None else float(value)
