@@ -43,7 +43,7 @@ class DeliveryQueries(StoreBase):
             # claim starts after the previous one committed, so the counts are exact. It costs
             # two round trips per claimed batch, not per event.
             async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK_ID)
+                await conn.execute(Q.take_claim_lock, CLAIM_LOCK_ID)
                 if probes:
                     probe_rows = await conn.fetch(
                         Q.claim_restarting_deliveries, limit, lease_seconds, worker_id

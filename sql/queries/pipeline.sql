@@ -63,6 +63,11 @@ FROM unnest($1::uuid[], $5::uuid[]) AS t(id, reg);
 -- name: notify_events
 SELECT pg_notify('broker_events', '');
 
+-- name: take_claim_lock
+-- Claims take turns (transaction-scoped) so the per-registration in-flight cap holds across
+-- worker processes; a claim is a few milliseconds, the HTTP it feeds is far longer.
+SELECT pg_advisory_xact_lock($1);
+
 -- name: claim_active_deliveries
 -- Per active registration, its due Pending events in order, at most $2 in flight across all
 -- workers (leases counted), at most $1 in all; the lease makes a dead worker's events due again.
