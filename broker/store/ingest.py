@@ -6,12 +6,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from broker.domain.windows import WindowRules
 from broker.store.base import StoreBase
 from broker.store.queries import Q
 from broker.store.records import (
     IngestAnswer,
     IngestRequest,
-    WindowRules,
 )
 
 

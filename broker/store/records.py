@@ -95,13 +95,6 @@ class IngestAnswer:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class WindowRules:
-    min_seconds: float
-    max_seconds: float
-    max_resources: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
 class ClaimedDelivery:
     id: uuid.UUID
     partner_id: uuid.UUID

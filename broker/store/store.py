@@ -12,6 +12,7 @@ per part of the flow, each in its own module, so that each file stays small and 
 
 from __future__ import annotations
 
+from broker.domain.windows import WindowRules
 from broker.store.catalog import CatalogQueries
 from broker.store.delivery import DeliveryQueries
 from broker.store.history import HistoryQueries
@@ -24,7 +25,6 @@ from broker.store.records import (
     IngestAnswer,
     IngestRequest,
     WindowCloseResult,
-    WindowRules,
     hash_key,
 )
 from broker.store.registrations import RegistrationQueries

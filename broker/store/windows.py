@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncpg
 
 from broker.domain.ids import uuid7
+from broker.domain.windows import Fold, WindowRules, window_closes
 from broker.store.base import StoreBase
 from broker.store.queries import Q
 from broker.store.records import (
     WindowCloseResult,
-    WindowRules,
 )
+
+# Resource events read per round trip while folding a window (bounded memory for huge windows).
+READ_CHUNK = 20000
 
 
 class WindowQueries(StoreBase):
@@ -34,41 +37,37 @@ class WindowQueries(StoreBase):
     ) -> int | None:
         """Event objects created, or None when the window did not close (empty, or kept open)."""
         partner_id, event_name = group["partner_id"], group["event_name"]
-        seen: dict[str, None] = {}  # insertion-ordered set: first-seen order
-        cutoff = 0
+        fold = Fold(max_resources=rules.max_resources)
         after = 0
-        capped = False
-        chunk = 20000
-        while not capped:
-            rows = await conn.fetch(Q.window_resource_events, partner_id, event_name, after, chunk)
-            for row in rows:
-                resource = row["resource"]
-                if resource not in seen:
-                    if len(seen) == rules.max_resources:
-                        capped = True
-                        break
-                    seen[resource] = None
-                cutoff = row["id"]
-            if len(rows) < chunk:
+        while not fold.capped:
+            rows = await conn.fetch(
+                Q.window_resource_events, partner_id, event_name, after, READ_CHUNK
+            )
+            fold.add((row["id"], row["resource"]) for row in rows)
+            if len(rows) < READ_CHUNK:
                 break
             after = rows[-1]["id"]
-        if not seen:
+        if not fold.seen:
             await conn.execute(Q.delete_window_group, partner_id, event_name)
             return None
-        now = group["db_now"]
-        quiet = (now - group["last_event_at"]).total_seconds() >= rules.min_seconds
-        old = (now - group["opened_at"]).total_seconds() >= rules.max_seconds
-        full = len(seen) >= rules.max_resources
-        if not (quiet or old or full):
+        if not window_closes(
+            now=group["db_now"],
+            opened_at=group["opened_at"],
+            last_event_at=group["last_event_at"],
+            distinct=len(fold.seen),
+            rules=rules,
+        ):
+            # The ingest counter over-counted duplicates: keep the window open, exact count.
             await conn.execute(
                 Q.reschedule_window_group,
                 partner_id,
                 event_name,
-                len(seen),
+                len(fold.seen),
                 rules.min_seconds,
                 rules.max_seconds,
             )
             return None
+        cutoff = fold.cutoff
         await conn.execute(Q.consume_resource_events, partner_id, event_name, cutoff)
         remaining = await conn.fetchval(Q.count_remaining_resource_events, partner_id, event_name)
         if remaining:
@@ -92,7 +91,7 @@ class WindowQueries(StoreBase):
                 [uuid7() for _ in registrations],
                 partner_id,
                 event_name,
-                list(seen),
+                fold.resources,
                 registrations,
             )
         return len(registrations)
