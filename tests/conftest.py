@@ -9,6 +9,7 @@ isolated and can run in parallel under pytest-xdist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -73,20 +74,32 @@ def template_database(base_database_url: str) -> Iterator[str]:
     asyncio.run(drop())
 
 
+@contextlib.asynccontextmanager
+async def scratch_database(
+    base_url: str, *, prefix: str = "broker_t", template: str | None = None
+) -> AsyncIterator[str]:
+    """A new database (a copy of ``template``, or empty) for one test; dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
+    conn = await asyncpg.connect(base_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await conn.close()
+    try:
+        yield with_database(base_url, name)
+    finally:
+        conn = await asyncpg.connect(base_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
 @pytest.fixture
 async def db_url(base_database_url: str, template_database: str) -> AsyncIterator[str]:
-    name = f"broker_t_{uuid.uuid4().hex[:16]}"
-    conn = await asyncpg.connect(base_database_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    finally:
-        await conn.close()
-    yield with_database(base_database_url, name)
-    conn = await asyncpg.connect(base_database_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with scratch_database(base_database_url, template=template_database) as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from broker.store.db import MIGRATION_LOCK_ID, is_migrated, load_migrations, migrate
-from tests.conftest import with_database
+from tests.conftest import scratch_database
 
 TABLES = {
     "partners",
@@ -30,18 +30,8 @@ TABLES = {
 @pytest.fixture
 async def empty_db_url(base_database_url: str) -> AsyncIterator[str]:
     """A brand-new database with no tables at all (not a copy of the migrated template)."""
-    name = f"broker_m_{uuid.uuid4().hex[:16]}"
-    conn = await asyncpg.connect(base_database_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    yield with_database(base_database_url, name)
-    conn = await asyncpg.connect(base_database_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with scratch_database(base_database_url, prefix="broker_m") as url:
+        yield url
 
 
 @pytest.fixture
