@@ -9,6 +9,7 @@ turns instead of racing to create the same tables.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import re
 from dataclasses import dataclass
@@ -104,7 +105,10 @@ def embedded_database_url(data_dir: Path) -> str:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = _embedded_servers.get(pgdata)
     if server is None:
-        with warnings.catch_warnings():
+        # Several processes may start at once (pytest-xdist workers, `serve` beside `migrate`);
+        # pgserver's first-time initdb is not safe against that, so they take turns.
+        with (pgdata.parent / ".start.lock").open("w") as lock, warnings.catch_warnings():
+            fcntl.flock(lock, fcntl.LOCK_EX)
             warnings.simplefilter("ignore")
             server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
         _embedded_servers[pgdata] = server
