@@ -87,6 +87,7 @@ def create_app(
         client_max_size=settings.ingest_max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[routes_ingest.RATE_LIMITS] = {}
     token = settings.admin_token or ""
     # An unset token can never match: compare against the hash of a random value.
     app[ADMIN_TOKEN_HASH] = hashlib.sha256(token.encode()).digest() if token else b"\x00" * 31

@@ -44,17 +44,20 @@ class TokenBucket:
         return (1 - self.tokens) / self.rate
 
 
-_buckets: dict[object, TokenBucket] = {}
+# One bucket per producer key, kept in the application (not the module) so that two apps in
+# one process, as in tests, never share a budget.
+RATE_LIMITS = web.AppKey("rate_limits", dict[uuid.UUID | None, TokenBucket])
 
 
 def _rate_limit(request: web.Request) -> None:
     rate = request.app[SETTINGS].ingest_rate_limit
     if not rate:
         return
-    key = (id(request.app), request[PRINCIPAL].key_id)
-    bucket = _buckets.get(key)
+    buckets = request.app[RATE_LIMITS]
+    key = request[PRINCIPAL].key_id
+    bucket = buckets.get(key)
     if bucket is None:
-        bucket = _buckets[key] = TokenBucket(rate)
+        bucket = buckets[key] = TokenBucket(rate)
     wait = bucket.take()
     if wait:
         seconds = max(1, int(wait + 0.999))
