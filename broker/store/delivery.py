@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -70,22 +70,6 @@ class DeliveryQueries(StoreBase):
                 [c.attempt_count - 1 for c in again],
                 [c.previous_attempted_at for c in again],
             )
-
-    async def delivery_targets(
-        self, registration_ids: Iterable[uuid.UUID]
-    ) -> dict[uuid.UUID, DeliveryTarget]:
-        rows = await self.pool.fetch(Q.delivery_targets, list(set(registration_ids)))
-        targets: dict[uuid.UUID, DeliveryTarget] = {}
-        for r in rows:
-            live = (r["secret"],) + ((r["previous_secret"],) if r["previous_secret"] else ())
-            targets[r["id"]] = DeliveryTarget(
-                id=r["id"],
-                url=r["url"],
-                status=Status(r["status"]),
-                secrets=live,
-                basic_auth=r["basic_auth"],
-            )
-        return targets
 
     async def record_results(
         self, results: Sequence[DeliveryResult]
@@ -156,21 +140,19 @@ class DeliveryQueries(StoreBase):
 
 
 def _claimed(
-    row: asyncpg.Record, *, probe: bool, targets: dict[uuid.UUID, DeliveryTarget] | None = None
+    row: asyncpg.Record, *, probe: bool, targets: dict[uuid.UUID, DeliveryTarget]
 ) -> ClaimedDelivery:
-    target = None
-    if targets is not None and row.get("url") is not None:
-        # One DeliveryTarget per registration and claim batch, shared by its events.
-        target = targets.get(row["registration_id"])
-        if target is None:
-            live = (row["secret"],) + ((row["previous_secret"],) if row["previous_secret"] else ())
-            target = targets[row["registration_id"]] = DeliveryTarget(
-                id=row["registration_id"],
-                url=row["url"],
-                status=Status(row["registration_status"]),
-                secrets=live,
-                basic_auth=row["basic_auth"],
-            )
+    # One DeliveryTarget per registration and claim batch, shared by its events.
+    target = targets.get(row["registration_id"])
+    if target is None:
+        live = (row["secret"],) + ((row["previous_secret"],) if row["previous_secret"] else ())
+        target = targets[row["registration_id"]] = DeliveryTarget(
+            id=row["registration_id"],
+            url=row["url"],
+            status=Status(row["registration_status"]),
+            secrets=live,
+            basic_auth=row["basic_auth"],
+        )
     return ClaimedDelivery(
         id=row["id"],
         partner_id=row["partner_id"],

@@ -107,8 +107,8 @@ class ClaimedDelivery:
     round_attempts: int
     attempted_at: datetime
     probe: bool  # the single attempt of a Restarting registration
-    # Where to send it, read in the same statement as the claim (None: look it up).
-    target: DeliveryTarget | None = None
+    # Where to send it, read in the same statement as the claim.
+    target: DeliveryTarget
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

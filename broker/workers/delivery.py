@@ -28,7 +28,7 @@ from broker.domain.outcomes import decide
 from broker.domain.payload import event_body
 from broker.domain.states import Status
 from broker.http.sender import send
-from broker.store.store import ClaimedDelivery, DeliveryResult, DeliveryTarget, Store
+from broker.store.store import ClaimedDelivery, DeliveryResult, Store
 from broker.workers.waiting import wait_any
 
 log = logging.getLogger(__name__)
@@ -84,14 +84,8 @@ class DeliveryWorker:
         )
         if not claimed:
             return 0
-        # The claim returns each event's target; look up only what it did not bring.
-        missing = {c.registration_id for c in claimed if c.target is None}
-        targets = await self._store.delivery_targets(missing) if missing else {}
         for item in claimed:
-            target = item.target or targets.get(item.registration_id)
-            if target is None:  # registration removed between claim and lookup
-                continue
-            task = asyncio.create_task(self._deliver(item, target))
+            task = asyncio.create_task(self._deliver(item))
             self._inflight[item.id] = task
             task.add_done_callback(self._on_done(item.id))
         return len(claimed)
@@ -103,7 +97,8 @@ class DeliveryWorker:
 
         return done
 
-    async def _deliver(self, item: ClaimedDelivery, target: DeliveryTarget) -> None:
+    async def _deliver(self, item: ClaimedDelivery) -> None:
+        target = item.target
         body = event_body(
             event_id=item.id,
             event_name=item.event_name,

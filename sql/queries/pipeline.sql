@@ -144,12 +144,6 @@ RETURNING ev.id, ev.partner_id, ev.registration_id, ev.event_name, ev.resources,
           CASE WHEN tr.previous_secret_expires_at > now() THEN tr.previous_secret END
               AS previous_secret;
 
--- name: delivery_targets
--- What a worker needs to POST: URL, secrets live right now, basic auth, status.
-SELECT id, url, status, secret, basic_auth,
-       CASE WHEN previous_secret_expires_at > now() THEN previous_secret END AS previous_secret
-FROM registrations WHERE id = ANY($1::uuid[]);
-
 -- name: insert_attempts
 INSERT INTO attempts (event_id, attempt_number, attempted_at, duration_ms, response_status,
                       error, response_body)
