@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,12 +168,17 @@ async def test_unreachable_database_is_a_message_not_a_traceback(db_url):
     assert "no_such_db" in runs[2].err
 
 
-async def test_serve_prints_token_and_address_answers_and_stops_on_sigterm(db_url):
-    port = free_port()
+@contextlib.asynccontextmanager
+async def serving(
+    db_url: str, *args: str, **env: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[str]]]:
+    """``broker serve`` as a subprocess, yielded once it has printed "listening on" (with the
+    lines it printed so far); killed on the way out if the test did not stop it."""
     proc = await asyncio.create_subprocess_exec(
         str(BROKER),
         "serve",
-        env=broker_env(db_url, BROKER_PORT=str(port), BROKER_LOG_LEVEL="WARNING"),
+        *args,
+        env=broker_env(db_url, **env),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -184,6 +191,19 @@ async def test_serve_prints_token_and_address_answers_and_stops_on_sigterm(db_ur
                 line = (await proc.stdout.readline()).decode()
                 assert line, f"broker serve exited early: {lines}"
                 lines.append(line)
+        yield proc, lines
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_serve_prints_token_and_address_answers_and_stops_on_sigterm(db_url):
+    port = free_port()
+    async with serving(db_url, BROKER_PORT=str(port), BROKER_LOG_LEVEL="WARNING") as (
+        proc,
+        lines,
+    ):
         output = "".join(lines)
         token = re.search(r"admin token.*?: (\S+)", output)
         assert token, output
@@ -203,42 +223,15 @@ async def test_serve_prints_token_and_address_answers_and_stops_on_sigterm(db_ur
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), timeout=10)
         assert code == 0
+        assert proc.stdout is not None
         rest = (await proc.stdout.read()).decode()
         assert "Traceback" not in output + rest
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_serve_does_not_print_a_configured_token(db_url):
-    port = free_port()
     token = "configured-admin-token-123456"
-    proc = await asyncio.create_subprocess_exec(
-        str(BROKER),
-        "serve",
-        "--role",
-        "api",
-        env=broker_env(db_url, BROKER_PORT=str(port), BROKER_ADMIN_TOKEN=token),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    try:
-        async with asyncio.timeout(15):
-            while not any("listening on" in line for line in lines):
-                line = (await proc.stdout.readline()).decode()
-                assert line, f"broker serve exited early: {lines}"
-                lines.append(line)
+    async with serving(
+        db_url, "--role", "api", BROKER_PORT=str(free_port()), BROKER_ADMIN_TOKEN=token
+    ) as (_proc, lines):
         assert token not in "".join(lines)
         assert "role=api" in "".join(lines)
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
