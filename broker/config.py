@@ -3,17 +3,27 @@
 Every knob of the contract lives here, parsed and checked once at start-up. A bad value stops the
 process with a message naming the variable, instead of surfacing later as a strange runtime error.
 CLI flags override the environment through :meth:`Settings.replace`.
+
+Declared with pydantic-settings: a field's type and ``Field`` bounds are its parser and its check
+(``BROKER_<NAME>`` is the variable). Constructing ``Settings(...)`` reads only its arguments;
+:meth:`Settings.from_env` reads the environment (or a given mapping), so tests and CLI overrides
+never pick up a stray variable by accident.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import EnvSettingsSource
+from pydantic_settings.sources.utils import parse_env_vars
+
+PREFIX = "BROKER_"
 
 
 class ConfigError(ValueError):
@@ -24,157 +34,148 @@ ROLES = ("all", "api", "worker")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
+def _comma_list(raw: Any) -> Any:
+    # "5, 30,120" in the environment; a tuple when given in Python.
+    if isinstance(raw, str):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+def _lower(raw: Any) -> Any:
+    return raw.strip().lower() if isinstance(raw, str) else raw
+
+
+def _upper(raw: Any) -> Any:
+    return raw.strip().upper() if isinstance(raw, str) else raw
+
+
+Seconds = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        env_ignore_empty=True,  # BROKER_PORT= means "unset", not "invalid"
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,  # inf/nan would break later (SQL intervals, timedelta, sleeps)
+        str_strip_whitespace=True,
+        validate_default=True,
+    )
+
     database_url: str | None = None
     data_dir: Path = Path(".broker")
     host: str = "127.0.0.1"
-    port: int = 8080
-    admin_token: str | None = None
-    role: str = "all"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    admin_token: Annotated[str, Field(min_length=16)] | None = None
+    role: Literal["all", "api", "worker"] = "all"
 
-    window_min_seconds: float = 30.0
-    window_max_seconds: float = 120.0
-    window_max_resources: int = 1000
+    window_min_seconds: Positive = 30.0
+    window_max_seconds: Positive = 120.0
+    window_max_resources: Annotated[int, Field(ge=1)] = 1000
 
-    delivery_timeout_seconds: float = 15.0
-    retry_schedule: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)
-    retry_jitter: float = 0.2
+    delivery_timeout_seconds: Positive = 15.0
+    retry_schedule: Annotated[
+        tuple[Seconds, ...], NoDecode, BeforeValidator(_comma_list), Field(min_length=1)
+    ] = (5, 30, 120, 600, 1800, 3600)
+    retry_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.2
     allow_private_urls: bool = False
 
-    ingest_max_events: int = 10000
-    ingest_max_body_bytes: int = 8 * 1024 * 1024
+    ingest_max_events: Annotated[int, Field(ge=1, le=1_000_000)] = 10000
+    ingest_max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
     # Per producer key, requests per second (token bucket, burst = 2 s worth). 0 disables.
-    ingest_rate_limit: float = 0.0
+    ingest_rate_limit: Seconds = 0.0
 
     # Delivery worker sizing.
-    delivery_concurrency: int = 256
-    delivery_per_registration: int = 16
-    delivery_batch_size: int = 200
-    poll_interval_seconds: float = 1.0
+    delivery_concurrency: Annotated[int, Field(ge=1)] = 256
+    delivery_per_registration: Annotated[int, Field(ge=1)] = 16
+    delivery_batch_size: Annotated[int, Field(ge=1)] = 200
+    poll_interval_seconds: Positive = 1.0
     # Extra time past the delivery timeout before an unfinished lease is taken back.
-    lease_margin_seconds: float = 15.0
+    lease_margin_seconds: Seconds = 15.0
 
-    retention_days: int = 30
-    db_pool_size: int = 10
-    log_format: str = "text"
-    log_level: str = "INFO"
+    retention_days: Annotated[int, Field(ge=1)] = 30
+    db_pool_size: Annotated[int, Field(ge=2)] = 10
+    log_format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"], BeforeValidator(_upper)
+    ] = "INFO"
 
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with ``changes`` applied and validated (used for CLI overrides and tests)."""
-        new = dataclasses.replace(self, **changes)
-        new.validate()
-        return new
+    @model_validator(mode="after")
+    def _across_fields(self) -> Settings:
+        """Rules that involve more than one field (a single field's rule is its ``Field``)."""
 
-    def validate(self) -> None:
         def need(ok: bool, var: str, why: str) -> None:
             if not ok:
-                raise ConfigError(f"BROKER_{var.upper()}: {why}")
+                raise PydanticCustomError("config", f"{PREFIX}{var.upper()}: {why}")
 
-        # inf/nan parse as floats but would break later (SQL intervals, timedelta, sleeps).
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            values = value if isinstance(value, tuple) else (value,)
-            for v in values:
-                if isinstance(v, float):
-                    need(math.isfinite(v), field.name, f"must be a finite number, got {v}")
-        need(1 <= self.port <= 65535, "port", "must be between 1 and 65535")
-        need(self.role in ROLES, "role", f"must be one of {', '.join(ROLES)}")
-        need(self.window_min_seconds > 0, "window_min_seconds", "must be > 0")
         need(
             self.window_max_seconds >= self.window_min_seconds,
             "window_max_seconds",
             "must be >= BROKER_WINDOW_MIN_SECONDS",
         )
-        need(self.window_max_resources >= 1, "window_max_resources", "must be >= 1")
-        need(self.delivery_timeout_seconds > 0, "delivery_timeout_seconds", "must be > 0")
-        need(len(self.retry_schedule) >= 1, "retry_schedule", "needs at least one delay")
-        need(all(d >= 0 for d in self.retry_schedule), "retry_schedule", "delays must be >= 0")
-        need(0 <= self.retry_jitter < 1, "retry_jitter", "must be in [0, 1)")
-        need(1 <= self.ingest_max_events <= 1_000_000, "ingest_max_events", "must be 1..1000000")
-        need(self.ingest_max_body_bytes >= 1024, "ingest_max_body_bytes", "must be >= 1024")
-        need(self.ingest_rate_limit >= 0, "ingest_rate_limit", "must be >= 0")
-        need(self.delivery_concurrency >= 1, "delivery_concurrency", "must be >= 1")
-        need(self.delivery_per_registration >= 1, "delivery_per_registration", "must be >= 1")
-        need(self.delivery_batch_size >= 1, "delivery_batch_size", "must be >= 1")
-        need(self.poll_interval_seconds > 0, "poll_interval_seconds", "must be > 0")
-        need(self.lease_margin_seconds >= 0, "lease_margin_seconds", "must be >= 0")
-        need(self.retention_days >= 1, "retention_days", "must be >= 1")
-        need(self.db_pool_size >= 2, "db_pool_size", "must be >= 2")
-        need(self.log_format in ("text", "json"), "log_format", "must be text or json")
-        need(self.log_level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
-        if self.admin_token is not None:
-            need(len(self.admin_token) >= 16, "admin_token", "must be at least 16 characters")
+        return self
 
     @property
     def lease_seconds(self) -> float:
         return self.delivery_timeout_seconds + self.lease_margin_seconds
 
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated (used for CLI overrides and tests)."""
+        return _checked(lambda: type(self)(**{**self.model_dump(), **changes}))
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``BROKER_*`` variable; unknown ones are ignored, bad ones raise ConfigError."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            var = f"BROKER_{field.name.upper()}"
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            parse = _PARSERS.get(field.name) or _parser_for(field.type)
-            try:
-                values[field.name] = parse(raw.strip())
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{var}: {exc}") from None
-        settings = cls(**values)
-        settings.validate()
-        return settings
+        source = _MappingEnvSource(cls, os.environ if env is None else env)
+        return _checked(lambda: cls(**source()))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only the arguments: the environment enters through from_env, explicitly.
+        return (init_settings,)
 
 
-def _parse_bool(raw: str) -> bool:
-    low = raw.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {raw!r}")
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._mapping = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._mapping, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
 
 
-def _parse_schedule(raw: str) -> tuple[float, ...]:
+def _checked(build: Any) -> Settings:
     try:
-        return tuple(float(part) for part in raw.split(",") if part.strip())
-    except ValueError:
-        raise ValueError(f"expected comma-separated seconds, got {raw!r}") from None
+        settings: Settings = build()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    return settings
 
 
-def _parse_int(raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"expected an integer, got {raw!r}") from None
+def _describe(exc: ValidationError) -> str:
+    """The first error as ``BROKER_VAR: why, got 'value'`` (the variable leads the message)."""
+    error = exc.errors(include_url=False)[0]
+    loc = error["loc"]
+    if not loc:  # a cross-field rule: its message already names the variable
+        return str(error["msg"])
+    var = f"{PREFIX}{str(loc[0]).upper()}"
+    where = "".join(f"[{part}]" for part in loc[1:])
+    got = "(hidden)" if loc[0] in _SECRETS else repr(error.get("input"))
+    return f"{var}{where}: {error['msg']}, got {got}"
 
 
-def _parse_float(raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"expected a number, got {raw!r}") from None
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "retry_schedule": _parse_schedule,
-    "data_dir": Path,
-    "log_format": str.lower,
-    "log_level": str.upper,
-}
-
-
-def _parser_for(type_name: Any) -> Callable[[str], Any]:
-    # Annotations are strings under `from __future__ import annotations`.
-    name = str(type_name)
-    if name == "bool":
-        return _parse_bool
-    if name == "int":
-        return _parse_int
-    if name == "float":
-        return _parse_float
-    return str
+# Never echo these into a log, even when they are wrong.
+_SECRETS = frozenset({"admin_token", "database_url"})

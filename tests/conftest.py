@@ -124,9 +124,7 @@ def make_settings(**overrides: Any) -> Settings:
         "db_pool_size": 4,
     }
     base.update(overrides)
-    settings = Settings(**base)
-    settings.validate()
-    return settings
+    return Settings(**base)  # constructing validates
 
 
 MakeClient = Callable[..., Awaitable[TestClient]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from broker.config import ConfigError, Settings
 
@@ -150,7 +151,7 @@ def test_replace_validates_and_leaves_the_original_alone():
 
 
 def test_settings_are_frozen():
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         Settings().port = 1  # type: ignore[misc]
 
 
