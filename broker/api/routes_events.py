@@ -16,10 +16,10 @@ from broker.api.serialize import attempt_json, event_json, event_type_json, json
 from broker.domain.errors import FieldError
 from broker.domain.ids import parse_time, parse_uuid
 from broker.domain.models import Event
+from broker.domain.states import EVENT_STATUSES
 
 routes = web.RouteTableDef()
 
-EVENT_STATUSES = ("Pending", "Success", "Failed")
 _QUERY_PARAMS = frozenset(
     {"registrationId", "eventName", "status", "createdAfter", "createdBefore", "limit", "cursor"}
 )

@@ -19,6 +19,10 @@ class Status(StrEnum):
     DELETED = "Deleted"
 
 
+# An event object's delivery status (the events API filters on these).
+EVENT_STATUSES = ("Pending", "Success", "Failed")
+
+
 class Trigger(StrEnum):
     # Partner API
     RESTART = "restart"

@@ -9,12 +9,62 @@ from broker.domain.models import (
     Attempt,
     Event,
 )
+from broker.domain.states import EVENT_STATUSES
 from broker.store.base import StoreBase
 from broker.store.queries import Q
 from broker.store.records import (
     attempt_from_row,
     event_from_row,
 )
+
+_SMALLEST_UUID = uuid.UUID(int=0)
+
+
+def history_page_query(
+    partner_id: uuid.UUID,
+    *,
+    registration_id: uuid.UUID | None,
+    event_name: str | None,
+    status: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """The query text and arguments of one history page (``sql/queries/events.sql``).
+
+    The text depends only on which filters are present (its shape), never on their values, so
+    each shape is one prepared statement whose every predicate is an index condition; its
+    generic plan and its custom plans are the same plan.
+    """
+    args: list[object] = [partner_id, limit]
+
+    def param(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    status_params = [param(s) for s in ([status] if status is not None else EVENT_STATUSES)]
+    filters: list[str] = []
+    if registration_id is not None:
+        filters.append(Q.list_events_registration_filter.format(value=param(registration_id)))
+    if event_name is not None:
+        filters.append(Q.list_events_event_name_filter.format(value=param(event_name)))
+    if created_after is not None:
+        filters.append(Q.list_events_created_after_filter.format(value=param(created_after)))
+    upper = after
+    if created_before is not None:
+        # created_at < t is (created_at, id) < (t, the smallest uuid): one bound, one scan start.
+        before_key = (created_before, _SMALLEST_UUID)
+        upper = before_key if upper is None else min(upper, before_key)
+    if upper is not None:
+        filters.append(
+            Q.list_events_before_filter.format(value=param(upper[0]), value2=param(upper[1]))
+        )
+    joined = "".join("\n   " + f for f in filters)
+    branches = "\nUNION ALL\n".join(
+        Q.list_events_branch.format(status=p, filters=joined) for p in status_params
+    )
+    return Q.list_events.format(branches=branches), args
 
 
 class HistoryQueries(StoreBase):
@@ -30,19 +80,17 @@ class HistoryQueries(StoreBase):
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
     ) -> list[Event]:
-        rows = await self.pool.fetch(
-            Q.list_events,
+        sql, args = history_page_query(
             partner_id,
-            registration_id,
-            event_name,
-            status,
-            created_after,
-            after[0] if after else None,
-            after[1] if after else None,
-            created_before,
-            limit,
+            registration_id=registration_id,
+            event_name=event_name,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+            after=after,
+            limit=limit,
         )
-        return [event_from_row(r) for r in rows]
+        return [event_from_row(r) for r in await self.pool.fetch(sql, *args)]
 
     async def get_event(self, event_id: uuid.UUID, partner_id: uuid.UUID) -> Event | None:
         row = await self.pool.fetchrow(Q.get_event, event_id, partner_id)

@@ -1,25 +1,45 @@
 -- The partner events API and housekeeping of event history.
 
 -- name: list_events
--- Keyset pagination, newest first: ($6, $7) is the last row of the previous page. NULL filters
--- match everything; the planner picks the matching (partner_id, ..., created_at, id) index.
--- The cursor and the time bounds are always present (NULL -> +/-infinity) rather than
--- "$n IS NULL OR ...": a prepared statement may be run with a generic plan, which cannot drop
--- an OR branch, and would then read and filter every row newer than the cursor instead of
--- starting its index scan there.
+-- One page of history, newest first. The store builds one query text per filter shape (which
+-- filters are present) from the list_events_* blocks, so every predicate in it is an index
+-- condition: no "$n IS NULL OR ..." that a generic plan (used by a prepared statement after
+-- five runs) cannot drop. The page is a UNION ALL of one list_events_branch per status asked
+-- for (the one given, or all three), each with the list_events_*_filter blocks of the shape.
+-- Merge Append interleaves the branches in (created_at, id) order, reading about $2 rows in
+-- all, each branch from the index that begins with its equality filters:
+--   partner + status                      -> events_partner_status_created
+--   partner + event name + status         -> events_partner_name_status_created
+--   partner + registration + status       -> events_partner_registration_status_created
+--   partner + registration + name + status -> events_partner_registration_name_status_created
+-- The upper bound is the page cursor's (created_at, id) or createdBefore as (createdBefore, the
+-- smallest uuid), whichever is lower: the store merges the two so the scan starts at one key.
+-- $1 partner, $2 rows to return; further parameters are numbered by the store.
 SELECT id, partner_id, registration_id, event_name, resources, status, created_at,
        last_attempted_at
-FROM events
-WHERE partner_id = $1
-  AND ($2::uuid IS NULL OR registration_id = $2)
-  AND ($3::text IS NULL OR event_name = $3)
-  AND ($4::text IS NULL OR status = $4)
-  AND created_at > coalesce($5::timestamptz, '-infinity')
-  AND created_at < coalesce($8::timestamptz, 'infinity')
-  AND (created_at, id) < (coalesce($6::timestamptz, 'infinity'),
-                          coalesce($7::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
+FROM ({branches}) AS page
 ORDER BY created_at DESC, id DESC
-LIMIT $9;
+LIMIT $2;
+
+-- name: list_events_branch
+(SELECT id, partner_id, registration_id, event_name, resources, status, created_at,
+        last_attempted_at
+ FROM events
+ WHERE partner_id = $1 AND status = {status}::text{filters}
+ ORDER BY created_at DESC, id DESC
+ LIMIT $2)
+
+-- name: list_events_registration_filter
+AND registration_id = {value}::uuid
+
+-- name: list_events_event_name_filter
+AND event_name = {value}::text
+
+-- name: list_events_created_after_filter
+AND created_at > {value}::timestamptz
+
+-- name: list_events_before_filter
+AND (created_at, id) < ({value}::timestamptz, {value2}::uuid)
 
 -- name: get_event
 SELECT id, partner_id, registration_id, event_name, resources, status, created_at,

@@ -28,8 +28,9 @@ WHERE producer_key_id = $1 AND idempotency_key = $2
 -- commit): a sleeping aggregator learns the new earliest due time at once instead of after its
 -- poll interval, which keeps the time from a window's close to its delivery short.
 WITH up AS (
-    INSERT INTO window_groups AS g (partner_id, event_name, opened_at, last_event_at, pending_count, due_at)
-    SELECT p, e, now(), now(), n,
+    INSERT INTO window_groups AS g (partner_id, event_name, opened_at, last_event_at, pending_count,
+                                    queued_count, due_at)
+    SELECT p, e, now(), now(), n, n,
            CASE WHEN n >= $6 THEN now()
                 ELSE now() + make_interval(secs => least($4::float8, $5::float8)) END
     FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(p, e, n)
@@ -37,6 +38,7 @@ WITH up AS (
     ON CONFLICT (partner_id, event_name) DO UPDATE SET
         last_event_at = now(),
         pending_count = g.pending_count + excluded.pending_count,
+        queued_count = g.queued_count + excluded.queued_count,
         due_at = CASE WHEN g.pending_count + excluded.pending_count >= $6 THEN now()
                       ELSE least(now() + make_interval(secs => $4::float8),
                                  g.opened_at + make_interval(secs => $5::float8)) END

@@ -29,7 +29,7 @@ SELECT count(*) FROM resource_events WHERE partner_id = $1 AND event_name = $2;
 -- name: reopen_window_group
 -- What is left after a size-capped close opens the next window now.
 UPDATE window_groups SET
-    opened_at = now(), last_event_at = now(), pending_count = $3,
+    opened_at = now(), last_event_at = now(), pending_count = $3, queued_count = $3,
     due_at = CASE WHEN $3::bigint >= $6::bigint THEN now()
                   ELSE now() + make_interval(secs => least($4::float8, $5::float8)) END
 WHERE partner_id = $1 AND event_name = $2;

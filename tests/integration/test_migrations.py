@@ -136,3 +136,56 @@ def test_shipped_migrations_are_ordered_and_named():
     versions = [m.version for m in found]
     assert versions == sorted(versions)
     assert versions[0] == "0001"
+
+
+async def test_0004_upgrades_windows_and_history_in_place(conn, tmp_path: Path):
+    """A database made by the previous release, with open windows and history, upgrades: each
+    window's queued_count is its resource events, history keeps its rows and gets its indexes."""
+    from broker.store.db import MIGRATIONS_DIR
+
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        if path.name < "0004":
+            (tmp_path / path.name).write_text(path.read_text())
+    await migrate(conn, tmp_path)
+    partner, reg = uuid.uuid4(), uuid.uuid4()
+    await conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
+    await conn.execute(
+        "INSERT INTO registrations (id, partner_id, url, event_types, secret)"
+        " VALUES ($1, $2, 'https://example.com/h', '{*}', 'enc')",
+        reg,
+        partner,
+    )
+    await conn.execute(
+        "INSERT INTO resource_events (partner_id, event_name, resource)"
+        " SELECT $1, 'E' || (g % 2), 'r' || g FROM generate_series(1, 5) AS g",
+        partner,
+    )
+    await conn.execute(
+        "INSERT INTO window_groups (partner_id, event_name, opened_at, last_event_at,"
+        " pending_count, due_at) SELECT $1, e, now(), now(), 9, now() FROM unnest('{E0,E1}'::text[]) e",
+        partner,
+    )
+    await conn.execute(
+        "INSERT INTO events (id, partner_id, registration_id, event_name, resources, status)"
+        " VALUES (gen_random_uuid(), $1, $2, 'E0', '{r1}', 'Failed')",
+        partner,
+        reg,
+    )
+    assert await migrate(conn) == [m.name for m in load_migrations() if m.version >= "0004"]
+    groups = await conn.fetch(
+        "SELECT event_name, pending_count, queued_count, consumed_through FROM window_groups"
+        " ORDER BY event_name"
+    )
+    assert [tuple(g) for g in groups] == [("E0", 9, 2, 0), ("E1", 9, 3, 0)]
+    assert await conn.fetchval("SELECT count(*) FROM events WHERE status = 'Failed'") == 1
+    indexes = {
+        r["indexname"]
+        for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'events'")
+    }
+    assert {
+        "events_partner_status_created",
+        "events_partner_name_status_created",
+        "events_partner_registration_status_created",
+        "events_partner_registration_name_status_created",
+    } <= indexes
+    assert not {"events_partner_created", "events_partner_name_created"} & indexes
