@@ -121,7 +121,8 @@ def _checked_text(value: str, what: str, *, min_len: int, max_len: int) -> str:
 def _cmd_admin(args: argparse.Namespace) -> int:
     import uuid
 
-    from broker.api.validation import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH
+    from broker.api.schema import DESCRIPTION_MAX_LENGTH as MAX_DESCRIPTION_LENGTH
+    from broker.api.schema import NAME_MAX_LENGTH as MAX_NAME_LENGTH
     from broker.domain.ids import parse_uuid
 
     settings = _settings_from(args)
@@ -158,9 +159,9 @@ def _cmd_admin(args: argparse.Namespace) -> int:
         return 0
 
     async def add_event_type(store: Any) -> int:
-        from broker.api.validation import EVENT_TYPE_NAME
+        from broker.api.schema import EVENT_NAME, check_value
 
-        if not EVENT_TYPE_NAME.match(args.name):
+        if check_value(EVENT_NAME, args.name, "name"):
             print(
                 f"invalid event type name {args.name!r} (e.g. Core.Account.Opened)", file=sys.stderr
             )

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     lease_margin_seconds: Seconds = 15.0
 
     retention_days: Annotated[int, Field(ge=1)] = 30
+    # Registrations that are not Deleted, per partner; one more answers 429.
+    max_registrations_per_partner: Annotated[int, Field(ge=1)] = 100
     db_pool_size: Annotated[int, Field(ge=2)] = 10
     log_format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
     log_level: Annotated[

@@ -16,47 +16,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+
+from broker.api.schema import (
+    EVENT_NAME_MAX_LENGTH,
+    EVENT_NAME_PATTERN,
+    EVENT_STATUSES,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    NAMED_TYPES,
+    PAGE_DEFAULT,
+    PAGE_MAX,
+    REQUEST_MODELS,
+    RESPONSE_MODELS,
+    SIGNATURE_PATTERN,
+)
+from broker.config import Settings
+
 Schema = dict[str, Any]
+INGEST_MAX_EVENTS: int = Settings.model_fields["ingest_max_events"].default
 
 OPENAPI_VERSION = "3.1.0"
-
-# Event type names, e.g. ``Core.Account.Opened`` or ``job.transaction``.
-EVENT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$"
-# A registration's eventTypes entry: an exact name, a prefix wildcard (``Core.Account.*``) or ``*``.
-EVENT_TYPE_FILTER_PATTERN = (
-    r"^(\*"
-    r"|[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*\.\*"
-    r"|[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+)$"
-)
-# A resource is a relative URI path: no scheme, no authority (``//``), no whitespace and no
-# control characters (C0, DEL, C1).
-RESOURCE_PATTERN = r"^(?![A-Za-z][A-Za-z0-9+.-]*:)(?!//)[^\s\x00-\x1f\x7f-\x9f]+$"
-# Free text may hold anything but NUL (PostgreSQL text cannot); names must not be blank.
-TEXT_PATTERN = r"^[^\x00]*$"
-NAME_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
-# Basic credentials as ``user:password`` in printable ASCII. The server also takes the base64
-# encoding of that, which no pattern can tell from other base64, so only the plain form is promised.
-BASIC_AUTH_PATTERN = r"^[\x20-\x7e]*:[\x20-\x7e]*$"
-# ``whsec_`` + standard base64 of 24 to 64 bytes (32 to 88 base64 characters).
-SECRET_PATTERN = r"^whsec_[A-Za-z0-9+/]{30,86}[A-Za-z0-9+/=]{2}$"
-SIGNATURE_PATTERN = r"^v1,[A-Za-z0-9+/]+={0,2}( v1,[A-Za-z0-9+/]+={0,2})*$"
-
-RESOURCE_MAX_LENGTH = 2048
-URL_MAX_LENGTH = 2048
-DESCRIPTION_MAX_LENGTH = 1024
-NAME_MAX_LENGTH = 200
-EVENT_NAME_MAX_LENGTH = 200
-BASIC_AUTH_MAX_LENGTH = 1024
-EVENT_TYPES_MAX_ITEMS = 100
-INGEST_MAX_EVENTS = 10000
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
-EVENTS_PAGE_MAX = 500
-EVENTS_PAGE_DEFAULT = 100
-GRACE_SECONDS_MAX = 7 * 24 * 3600
-GRACE_SECONDS_DEFAULT = 24 * 3600
-
-REGISTRATION_STATUSES = ["Active", "Suspended", "Restarting", "Paused", "Deleted"]
-EVENT_STATUSES = ["Pending", "Success", "Failed"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -77,7 +57,11 @@ _PROBLEMS: dict[int, tuple[str, str]] = {
     409: ("Conflict", "The resource's current state does not allow this request."),
     413: ("PayloadTooLarge", "The request body is larger than the server accepts."),
     415: ("UnsupportedMediaType", "The request body is not application/json."),
-    429: ("TooManyRequests", "Rate limit exceeded; retry after the Retry-After delay."),
+    429: (
+        "TooManyRequests",
+        "A rate limit or quota is exceeded (the detail names it); retry after Retry-After when "
+        "one is given.",
+    ),
     503: ("ServiceUnavailable", "The database is unreachable or not migrated; retry later."),
 }
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
@@ -230,329 +214,41 @@ def _operation(
     return op
 
 
+def _page_params() -> list[Schema]:
+    return [
+        _query_param(
+            "limit",
+            "Page size.",
+            {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": PAGE_DEFAULT},
+        ),
+        _query_param("cursor", "The `nextCursor` of the previous page.", {"type": "string"}),
+    ]
+
+
 # --------------------------------------------------------------------------- schemas
 
 
+class _Components(GenerateJsonSchema):
+    """JSON Schema 2020-12 for ``components.schemas``: no generated per-field titles (noise)."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
 def _schemas(ingest_max_events: int) -> dict[str, Schema]:
-    event_name: Schema = {
-        "type": "string",
-        "maxLength": EVENT_NAME_MAX_LENGTH,
-        "pattern": EVENT_NAME_PATTERN,
-        "description": "An event type name such as `Core.Account.Opened`.",
-        "examples": ["Core.Account.Opened", "job.transaction"],
-    }
-    name_field: Schema = {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": NAME_MAX_LENGTH,
-        "pattern": NAME_PATTERN,
-        "description": "Surrounding whitespace is stripped; must not be blank.",
-    }
-    description_field: Schema = {
-        "type": "string",
-        "maxLength": DESCRIPTION_MAX_LENGTH,
-        "pattern": TEXT_PATTERN,
-    }
-    uuid: Schema = {"type": "string", "format": "uuid"}
-    api_key: Schema = {
-        "type": "string",
-        "description": "The bearer key. Shown only in this response; broker stores a hash.",
-    }
-    url: Schema = {
-        "type": "string",
-        "format": "uri",
-        "maxLength": URL_MAX_LENGTH,
-        "description": (
-            "Absolute http(s) callback URL. Loopback, private, link-local and other non-public "
-            "addresses are refused unless BROKER_ALLOW_PRIVATE_URLS=true."
-        ),
-    }
-    event_types: Schema = {
-        "type": "array",
-        "minItems": 1,
-        "maxItems": EVENT_TYPES_MAX_ITEMS,
-        "items": _ref("EventTypeFilter"),
-    }
-    basic_auth: Schema = {
-        "type": ["string", "null"],
-        "minLength": 1,
-        "maxLength": BASIC_AUTH_MAX_LENGTH,
-        "pattern": BASIC_AUTH_PATTERN,
-        "writeOnly": True,
-        "description": (
-            "`user:password` (its base64 encoding is accepted too), sent on every delivery as "
-            "`Authorization: Basic <base64>`; never read back. `null` means none."
-        ),
-    }
-
-    own_secret: Schema = {
-        "type": ["string", "null"],
-        "pattern": SECRET_PATTERN,
-        "description": (
-            "Your own secret, `whsec_` + base64 of 24 to 64 bytes; generated when absent or null."
-        ),
-    }
-
-    registration_props: dict[str, Schema] = {
-        "id": uuid,
-        "url": {"type": "string", "description": "The callback URL."},
-        "eventTypes": {"type": "array", "items": {"type": "string"}},
-        "description": {"type": "string"},
-        "status": {"type": "string", "enum": REGISTRATION_STATUSES},
-        "failureCount": {
-            "type": "integer",
-            "minimum": 0,
-            "description": "Consecutive failed delivery attempts.",
-        },
-        "lastSuccessAt": _nullable_timestamp("Start of the latest successful attempt."),
-        "lastFailureAt": _nullable_timestamp("Start of the latest failed attempt."),
-        "createdAt": _timestamp("When the registration was created."),
-        "updatedAt": _timestamp("When the registration last changed."),
-    }
-    secret: Schema = {
-        "type": "string",
-        "pattern": r"^whsec_",
-        "description": "Signing secret: `whsec_` + base64 of the HMAC key.",
-    }
-
-    attempt_props: dict[str, Schema] = {
-        "attemptNumber": {"type": "integer", "minimum": 1},
-        "attemptedAt": _timestamp("When the attempt started."),
-        "durationMs": {"type": "integer", "minimum": 0},
-        "responseStatus": _nullable(
-            "integer", description="The receiver's HTTP status; null when none was received."
-        ),
-        "error": _nullable(
-            "string", description="Why the attempt failed without a status (timeout, refused...)."
-        ),
-        "responseBody": _nullable(
-            "string", description="The first 1024 bytes of the receiver's response body."
-        ),
-    }
-
-    return {
-        "Problem": {
-            "type": "object",
-            "description": "An RFC 9457 problem detail; every 4xx and 5xx answer carries one.",
-            "properties": {
-                "type": {"type": "string", "format": "uri-reference"},
-                "title": {"type": "string"},
-                "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                "detail": {"type": "string"},
-                "instance": {"type": "string", "description": "The request path."},
-                "errors": {"type": "array", "items": _ref("FieldError")},
-            },
-            "required": ["type", "title", "status", "detail"],
-            "additionalProperties": True,
-        },
-        "ValidationProblem": {
-            "description": (
-                "A 400 problem. Validation failures list every bad field in `errors`; batch "
-                "items are named by index, e.g. `events[3].resource`."
-            ),
-            "allOf": [_ref("Problem")],
-            "properties": {"status": {"const": 400}},
-        },
-        "FieldError": _object(
-            {"field": {"type": "string"}, "message": {"type": "string"}},
-            description="One invalid field of a request.",
-        ),
-        "Health": _object({"status": {"type": "string", "examples": ["ok"]}}),
-        "EventName": event_name,
-        "EventTypeFilter": {
-            "type": "string",
-            "pattern": EVENT_TYPE_FILTER_PATTERN,
-            "description": (
-                "An exact event type name (which must be in the catalog), a prefix wildcard such "
-                "as `Core.Account.*`, or `*` for every event type."
-            ),
-            "examples": ["Core.Account.Opened", "Core.Account.*", "*"],
-        },
-        # Admin
-        "PartnerCreate": _object({"name": name_field}, strict=True),
-        "Partner": _object(
-            {"id": uuid, "name": {"type": "string"}, "createdAt": _timestamp("Creation time.")}
-        ),
-        "PartnerCreated": _object(
-            {
-                "id": uuid,
-                "name": {"type": "string"},
-                "apiKey": api_key,
-                "createdAt": _timestamp("Creation time."),
-            }
-        ),
-        "PartnerList": _list_of("Partner", "Every partner."),
-        "Key": _object({"id": uuid, "apiKey": api_key, "createdAt": _timestamp("Creation time.")}),
-        "ProducerKeyCreate": _object({"name": name_field}, strict=True),
-        "ProducerKey": _object(
-            {
-                "id": uuid,
-                "name": {"type": "string"},
-                "apiKey": api_key,
-                "createdAt": _timestamp("Creation time."),
-            },
-        ),
-        "EventTypeUpsert": _object(
-            {"description": {**description_field, "default": ""}}, required=[], strict=True
-        ),
-        "EventType": _object(
-            {
-                "name": event_name,
-                "description": {"type": "string"},
-                "createdAt": _timestamp("Creation time."),
-                "updatedAt": _timestamp("Last change."),
-            }
-        ),
-        "EventTypeList": _list_of("EventType", "The event type catalog."),
-        # Producer
-        "ResourceEvent": _object(
-            {
-                "partnerId": {**uuid, "description": "An existing partner."},
-                "eventName": _ref("EventName"),
-                "resource": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": RESOURCE_MAX_LENGTH,
-                    "pattern": RESOURCE_PATTERN,
-                    "description": "A relative URI path, no whitespace or control characters.",
-                    "examples": ["core/v1/dda/accounts/2001231231"],
-                },
-                "occurredAt": _nullable_timestamp(
-                    "When the change happened at the producer (optional)."
-                ),
-            },
-            required=["partnerId", "eventName", "resource"],
-            strict=True,
-        ),
-        "ResourceEventBatch": _object(
-            {
-                "events": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": ingest_max_events,
-                    "items": _ref("ResourceEvent"),
-                }
-            },
-            strict=True,
-            description="All or nothing: one invalid item refuses the whole batch.",
-        ),
-        "IngestAccepted": _object(
-            {"accepted": {"type": "integer", "minimum": 0}},
-            description="Every item is durably committed.",
-        ),
-        # Partner: registrations
-        "RegistrationCreate": _object(
-            {
-                "url": url,
-                "eventTypes": event_types,
-                "description": description_field,
-                "secret": own_secret,
-                "basicAuth": basic_auth,
-            },
-            required=["url", "eventTypes"],
-            strict=True,
-        ),
-        "RegistrationUpdate": _object(
-            {
-                "url": url,
-                "eventTypes": event_types,
-                "description": description_field,
-                "basicAuth": basic_auth,
-            },
-            required=[],
-            strict=True,
-            description="Only the fields present change.",
-        ),
-        "Registration": _object(registration_props),
-        "RegistrationCreated": _object(
-            {**registration_props, "secret": secret},
-            description="The new registration with its secret, shown only here and on rotation.",
-        ),
-        "RegistrationList": _list_of("Registration", "The partner's registrations, not Deleted."),
-        "RestartRequest": _object(
-            {
-                "resendFailed": {
-                    "type": "boolean",
-                    "default": False,
-                    "description": "Also re-queue the registration's Failed events.",
-                }
-            },
-            required=[],
-            strict=True,
-        ),
-        "RotateSecretRequest": _object(
-            {
-                "graceSeconds": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "maximum": GRACE_SECONDS_MAX,
-                    "default": GRACE_SECONDS_DEFAULT,
-                    "description": "How long the previous secret keeps signing deliveries.",
-                },
-                "secret": own_secret,
-            },
-            required=[],
-            strict=True,
-        ),
-        "RotateResult": _object({"secret": secret}),
-        "PauseRequest": _object(
-            {"reason": {"description": "Free text for the caller's own records; not stored."}},
-            required=[],
-            strict=True,
-        ),
-        "EmptyRequest": {
-            "type": "object",
-            "description": "An optional empty JSON object.",
-            "maxProperties": 0,
-            "additionalProperties": False,
-        },
-        "Attempt": _object(attempt_props, description="One delivery attempt."),
-        "AttemptList": _list_of("Attempt", "Every attempt of the event, oldest first."),
-        "TestResult": _object(
-            {
-                "success": {"type": "boolean"},
-                "eventId": {**uuid, "description": "The id the test delivery was signed with."},
-                "attempt": _ref("Attempt"),
-            },
-            required=["success", "attempt"],
-        ),
-        # Partner: events
-        "Event": _object(
-            {
-                "id": uuid,
-                "eventName": _ref("EventName"),
-                "status": {
-                    "type": "string",
-                    "enum": EVENT_STATUSES,
-                    "description": (
-                        "Delivery status of the event object. A delivered body always says Pending."
-                    ),
-                },
-                "partnerId": uuid,
-                "registrationId": uuid,
-                "createdAt": _timestamp("RFC 3339 UTC with milliseconds and Z."),
-                "lastAttemptedAt": _nullable_timestamp(
-                    "From the API: the latest attempt. In a delivered body: the start of the "
-                    "previous attempt (null on the first)."
-                ),
-                "resources": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "Each resource once, in first-seen order.",
-                },
-            },
-            description="An event object: the resource events of one window for one registration.",
-        ),
-        "EventPage": _object(
-            {
-                "data": {"type": "array", "items": _ref("Event")},
-                "nextCursor": _nullable(
-                    "string", description="Pass as `cursor` for the next page; null at the end."
-                ),
-            },
-            description="Events, newest first.",
-        ),
-    }
+    """Every component, generated from the models in :mod:`broker.api.schema`."""
+    _, top = models_json_schema(
+        [(m, "validation") for m in REQUEST_MODELS]
+        + [(m, "serialization") for m in RESPONSE_MODELS],
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_Components,
+    )
+    schemas: dict[str, Schema] = top["$defs"]
+    for name, declared in NAMED_TYPES.items():
+        schemas[name] = TypeAdapter(declared).json_schema(schema_generator=_Components)
+    # The configured batch limit (BROKER_INGEST_MAX_EVENTS), not the model's ceiling.
+    schemas["ResourceEventBatch"]["properties"]["events"]["maxItems"] = ingest_max_events
+    return schemas
 
 
 # --------------------------------------------------------------------------- paths
@@ -581,7 +277,8 @@ def _admin_paths() -> dict[str, Any]:
                 summary="List partners",
                 tag="admin",
                 auth=ADMIN,
-                ok={"200": _response("Every partner.", _ref("PartnerList"))},
+                parameters=_page_params(),
+                ok={"200": _response("A page of partners.", _ref("PartnerList"))},
             ),
         },
         "/admin/v1/partners/{id}/keys": {
@@ -750,6 +447,11 @@ def _partner_paths() -> dict[str, Any]:
                 tag="registrations",
                 auth=PARTNER,
                 body=_ref("RegistrationCreate"),
+                description=(
+                    "429 when the partner already has BROKER_MAX_REGISTRATIONS_PER_PARTNER "
+                    "registrations that are not Deleted."
+                ),
+                problems=(429,),
                 ok={
                     "201": _response(
                         "Created, Active, with its secret.",
@@ -772,7 +474,12 @@ def _partner_paths() -> dict[str, Any]:
                 summary="List registrations (not Deleted)",
                 tag="registrations",
                 auth=PARTNER,
-                ok={"200": _response("The partner's registrations.", _ref("RegistrationList"))},
+                parameters=_page_params(),
+                ok={
+                    "200": _response(
+                        "A page of the partner's registrations.", _ref("RegistrationList")
+                    )
+                },
             ),
         },
         base + "/{id}": {
@@ -874,7 +581,9 @@ def _partner_paths() -> dict[str, Any]:
                         {"type": "string", "minLength": 1, "maxLength": EVENT_NAME_MAX_LENGTH},
                     ),
                     _query_param(
-                        "status", "Only this status.", {"type": "string", "enum": EVENT_STATUSES}
+                        "status",
+                        "Only this status.",
+                        {"type": "string", "enum": list(EVENT_STATUSES)},
                     ),
                     _query_param(
                         "createdAfter",
@@ -886,19 +595,7 @@ def _partner_paths() -> dict[str, Any]:
                         "Only events created before this time.",
                         {"type": "string", "format": "date-time"},
                     ),
-                    _query_param(
-                        "limit",
-                        "Page size.",
-                        {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": EVENTS_PAGE_MAX,
-                            "default": EVENTS_PAGE_DEFAULT,
-                        },
-                    ),
-                    _query_param(
-                        "cursor", "The `nextCursor` of the previous page.", {"type": "string"}
-                    ),
+                    *_page_params(),
                 ],
                 ok={
                     "200": _response(

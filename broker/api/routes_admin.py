@@ -5,45 +5,54 @@ from __future__ import annotations
 from aiohttp import web
 
 from broker.api.appkeys import STORE
-from broker.api.problems import invalid, not_found
-from broker.api.serialize import event_type_json, json_response, partner_json
-from broker.api.validation import (
-    EVENT_TYPE_NAME,
-    MAX_DESCRIPTION_LENGTH,
-    MAX_NAME_LENGTH,
-    check_text,
-    read_json,
-    require_object,
+from broker.api.paging import PAGE_PARAMS, page_cursor, page_limit, page_of, query_errors
+from broker.api.problems import Problem, invalid, not_found
+from broker.api.schema import (
+    EVENT_NAME,
+    EventType,
+    EventTypeList,
+    EventTypeUpsert,
+    Key,
+    PartnerCreate,
+    PartnerCreated,
+    PartnerList,
+    ProducerKey,
+    ProducerKeyCreate,
+    adapter,
+    check_value,
 )
-from broker.domain.errors import FieldError
-from broker.domain.ids import format_time, parse_uuid
+from broker.api.serialize import json_response
+from broker.api.validation import read_model
+from broker.domain.ids import parse_uuid
 
 routes = web.RouteTableDef()
 
 
-async def _named_body(request: web.Request) -> str:
-    errors: list[FieldError] = []
-    body = require_object(await read_json(request), {"name"}, errors)
-    name = check_text(body.get("name"), "name", errors, min_len=1, max_len=MAX_NAME_LENGTH)
-    if name is not None and not name.strip():
-        errors.append(FieldError(field="name", message="must not be blank"))
-    if errors:
-        raise invalid(errors)
-    assert name is not None
-    return name.strip()
+_PARTNER_CREATE = adapter(PartnerCreate)
+_PRODUCER_KEY_CREATE = adapter(ProducerKeyCreate)
+_EVENT_TYPE_UPSERT = adapter(EventTypeUpsert)
 
 
 @routes.post("/admin/v1/partners")
 async def create_partner(request: web.Request) -> web.Response:
-    name = await _named_body(request)
-    partner, key = await request.app[STORE].create_partner(name)
-    return json_response({**partner_json(partner), "apiKey": key.api_key}, status=201)
+    body: PartnerCreate = await read_model(request, _PARTNER_CREATE)
+    partner, key = await request.app[STORE].create_partner(body.name)
+    return json_response(
+        PartnerCreated(
+            id=partner.id, name=partner.name, created_at=partner.created_at, api_key=key.api_key
+        ),
+        status=201,
+    )
 
 
 @routes.get("/admin/v1/partners")
 async def list_partners(request: web.Request) -> web.Response:
-    partners = await request.app[STORE].list_partners()
-    return json_response({"data": [partner_json(p) for p in partners]})
+    errors = query_errors(request.query, PAGE_PARAMS)
+    limit, after = page_limit(request.query, errors), page_cursor(request.query, errors)
+    if errors:
+        raise invalid(errors)
+    partners = await request.app[STORE].list_partners(after=after, limit=limit + 1)
+    return json_response(PartnerList.model_validate(page_of(partners, limit)))
 
 
 @routes.post("/admin/v1/partners/{id}/keys")
@@ -52,10 +61,7 @@ async def create_partner_key(request: web.Request) -> web.Response:
     key = None if partner_id is None else await request.app[STORE].create_partner_key(partner_id)
     if key is None:
         raise not_found("partner")
-    return json_response(
-        {"id": str(key.id), "apiKey": key.api_key, "createdAt": format_time(key.created_at)},
-        status=201,
-    )
+    return json_response(Key.model_validate(key), status=201)
 
 
 @routes.delete("/admin/v1/keys/{keyId}")
@@ -68,41 +74,30 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 @routes.post("/admin/v1/producer-keys")
 async def create_producer_key(request: web.Request) -> web.Response:
-    name = await _named_body(request)
-    key = await request.app[STORE].create_producer_key(name)
-    return json_response(
-        {
-            "id": str(key.id),
-            "name": key.name,
-            "apiKey": key.api_key,
-            "createdAt": format_time(key.created_at),
-        },
-        status=201,
-    )
+    body: ProducerKeyCreate = await read_model(request, _PRODUCER_KEY_CREATE)
+    key = await request.app[STORE].create_producer_key(body.name)
+    return json_response(ProducerKey.model_validate(key), status=201)
 
 
 @routes.put("/admin/v1/event-types/{name}")
 async def put_event_type(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    errors: list[FieldError] = []
-    if not EVENT_TYPE_NAME.match(name) or len(name) > MAX_NAME_LENGTH:
-        errors.append(
-            FieldError(
-                field="name",
-                message="must match ^[A-Za-z][A-Za-z0-9_]*(\\.[A-Za-z][A-Za-z0-9_]*)+$",
-            )
-        )
-    body = require_object(await read_json(request), {"description"}, errors)
-    description = body.get("description", "")
-    description = check_text(description, "description", errors, max_len=MAX_DESCRIPTION_LENGTH)
+    errors = check_value(EVENT_NAME, name, "name")
+    body: EventTypeUpsert | None = None
+    try:
+        body = await read_model(request, _EVENT_TYPE_UPSERT)
+    except Problem as problem:
+        if problem.errors is None or not errors:
+            raise
+        errors.extend(problem.errors)  # name every bad field, the path's and the body's
     if errors:
         raise invalid(errors)
-    assert description is not None
-    event_type, created = await request.app[STORE].put_event_type(name, description)
-    return json_response(event_type_json(event_type), status=201 if created else 200)
+    assert body is not None
+    event_type, created = await request.app[STORE].put_event_type(name, body.description)
+    return json_response(EventType.model_validate(event_type), status=201 if created else 200)
 
 
 @routes.get("/admin/v1/event-types")
 async def list_event_types(request: web.Request) -> web.Response:
     types = await request.app[STORE].list_event_types()
-    return json_response({"data": [event_type_json(t) for t in types]})
+    return json_response(EventTypeList.model_validate({"data": types}))

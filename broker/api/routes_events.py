@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from aiohttp import web
 
 from broker.api.appkeys import STORE
 from broker.api.auth import partner_id_of
+from broker.api.paging import encode_cursor, page_cursor, page_limit, query_errors
 from broker.api.problems import invalid, not_found
-from broker.api.serialize import attempt_json, event_json, event_type_json, json_response
+from broker.api.schema import (
+    EVENT_NAME_MAX_LENGTH,
+    EVENT_STATUSES,
+    AttemptList,
+    EventPage,
+    EventTypeList,
+)
+from broker.api.schema import Event as EventOut
+from broker.api.serialize import json_response
 from broker.domain.errors import FieldError
 from broker.domain.ids import parse_time, parse_uuid
 from broker.domain.models import Event
@@ -25,49 +31,25 @@ _QUERY_PARAMS = frozenset(
 )
 
 
-def encode_cursor(event: Event) -> str:
-    """Opaque keyset cursor: the (createdAt, id) of the last row of a page.
-
-    Microsecond precision is kept (not the API's milliseconds) so the next page starts exactly
-    after this row, and rows inserted meanwhile (always newer) never shift a page.
-    """
-    raw = f"{event.created_at.isoformat()}|{event.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID] | None:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, _, ident = raw.partition("|")
-        when = datetime.fromisoformat(moment)
-        if when.tzinfo is None:
-            return None
-        # In UTC here, so an out-of-range instant is refused now, not by the database driver.
-        return when.astimezone(UTC), uuid.UUID(ident)
-    except (binascii.Error, ValueError, UnicodeDecodeError, OverflowError):
-        return None
-
-
 @routes.get("/webhooks/v1/events")
 async def list_events(request: web.Request) -> web.Response:
     query = request.query
-    errors: list[FieldError] = []
-    for key in dict.fromkeys(query):
-        if key not in _QUERY_PARAMS:
-            errors.append(FieldError(field=key, message="unknown query parameter"))
-        elif len(query.getall(key)) > 1:
-            # ?status=Pending&status=Failed is not an OR: refuse rather than use one silently.
-            errors.append(FieldError(field=key, message="must be given at most once"))
+    errors = query_errors(query, _QUERY_PARAMS)
     registration_id = None
     if "registrationId" in query:
         registration_id = parse_uuid(query["registrationId"])
         if registration_id is None:
             errors.append(FieldError(field="registrationId", message="must be a UUID"))
     event_name = query.get("eventName")
-    if event_name is not None and (not 1 <= len(event_name) <= 200 or "\x00" in event_name):
+    if event_name is not None and (
+        not 1 <= len(event_name) <= EVENT_NAME_MAX_LENGTH or "\x00" in event_name
+    ):
         # NUL cannot reach PostgreSQL text (it would be a 500).
         errors.append(
-            FieldError(field="eventName", message="must be 1 to 200 characters, without NUL")
+            FieldError(
+                field="eventName",
+                message=f"must be 1 to {EVENT_NAME_MAX_LENGTH} characters, without NUL",
+            )
         )
     status = query.get("status")
     if status is not None and status not in EVENT_STATUSES:
@@ -81,19 +63,8 @@ async def list_events(request: web.Request) -> web.Response:
                 bounds[name] = parse_time(query[name])
             except ValueError as exc:
                 errors.append(FieldError(field=name, message=str(exc)))
-    limit = 100
-    if "limit" in query:
-        raw_limit = query["limit"]
-        # ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
-        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= 500:
-            errors.append(FieldError(field="limit", message="must be an integer from 1 to 500"))
-        else:
-            limit = int(raw_limit)
-    after = None
-    if "cursor" in query:
-        after = decode_cursor(query["cursor"])
-        if after is None:
-            errors.append(FieldError(field="cursor", message="is not a cursor this API issued"))
+    limit = page_limit(query, errors)
+    after = page_cursor(query, errors)
     if errors:
         raise invalid(errors)
     events = await request.app[STORE].list_events(
@@ -107,8 +78,8 @@ async def list_events(request: web.Request) -> web.Response:
         limit=limit + 1,
     )
     page = events[:limit]
-    next_cursor = encode_cursor(page[-1]) if len(events) > limit else None
-    return json_response({"data": [event_json(e) for e in page], "nextCursor": next_cursor})
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(events) > limit else None
+    return json_response(EventPage.model_validate({"data": page, "next_cursor": next_cursor}))
 
 
 async def _event_or_404(request: web.Request) -> Event:
@@ -128,14 +99,14 @@ async def _event_or_404(request: web.Request) -> Event:
 
 @routes.get("/webhooks/v1/events/{id}")
 async def get_event(request: web.Request) -> web.Response:
-    return json_response(event_json(await _event_or_404(request)))
+    return json_response(EventOut.model_validate(await _event_or_404(request)))
 
 
 @routes.get("/webhooks/v1/events/{id}/attempts")
 async def list_attempts(request: web.Request) -> web.Response:
     event = await _event_or_404(request)
     attempts = await request.app[STORE].list_attempts(event.id)
-    return json_response({"data": [attempt_json(a) for a in attempts]})
+    return json_response(AttemptList.model_validate({"data": attempts}))
 
 
 @routes.post("/webhooks/v1/events/{id}/resend")
@@ -147,10 +118,10 @@ async def resend_event(request: web.Request) -> web.Response:
     )
     if resent is None:  # its registration was deleted
         raise not_found("event")
-    return json_response(event_json(resent), status=202)
+    return json_response(EventOut.model_validate(resent), status=202)
 
 
 @routes.get("/webhooks/v1/event-types")
 async def partner_event_types(request: web.Request) -> web.Response:
     types = await request.app[STORE].list_event_types()
-    return json_response({"data": [event_type_json(t) for t in types]})
+    return json_response(EventTypeList.model_validate({"data": types}))

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 
 from aiohttp import web
 
 from broker.api.appkeys import INGEST, PRINCIPAL, SETTINGS, STORE
 from broker.api.problems import Problem, invalid
+from broker.api.schema import IDEMPOTENCY_KEY_MAX_LENGTH, RESOURCE_EVENT_BATCH
 from broker.api.serialize import json_response
-from broker.api.validation import parse_resource_events, read_json
+from broker.api.validation import Reference, check, read_body, references, resource_events
 from broker.domain.errors import FieldError
+from broker.domain.models import ResourceEvent
 from broker.store.store import IngestRequest
 
 routes = web.RouteTableDef()
-
-MAX_IDEMPOTENCY_KEY = 255
 
 
 class TokenBucket:
@@ -75,19 +76,30 @@ async def ingest(request: web.Request) -> web.Response:
     _rate_limit(request)
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is not None and not (
-        1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY and idempotency_key.isprintable()
+        1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH and idempotency_key.isprintable()
     ):
         raise invalid(
-            [FieldError(field="Idempotency-Key", message="must be 1 to 255 printable characters")]
+            [
+                FieldError(
+                    field="Idempotency-Key",
+                    message=f"must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable characters",
+                )
+            ]
         )
-    body = await read_json(request, limit=settings.ingest_max_body_bytes)
-    items, errors = parse_resource_events(body, max_events=settings.ingest_max_events)
-    store = request.app[STORE]
+    raw = await read_body(request, limit=settings.ingest_max_body_bytes)
+    batch, errors = check(RESOURCE_EVENT_BATCH, raw)
+    if batch is not None and len(batch.events) > settings.ingest_max_events:
+        errors.append(
+            FieldError(
+                field="events",
+                message=f"must be a list of 1 to {settings.ingest_max_events} items",
+            )
+        )
+    items = resource_events(batch.events) if batch is not None and not errors else []
     if items:
-        unknown_partners = await store.unknown_partners({i.partner_id for i in items})
-        unknown_types = await store.unknown_event_types({i.event_name for i in items})
-        if unknown_partners or unknown_types:
-            errors.extend(_reference_errors(body["events"], unknown_partners, unknown_types))
+        errors = await _reference_errors(request, items)
+    elif errors:  # name unknown partners and event types of the other items too
+        errors.extend(await _reference_errors(request, references(raw)))
     if errors:
         errors.sort(key=_error_order)
         raise invalid(errors)
@@ -102,21 +114,26 @@ async def ingest(request: web.Request) -> web.Response:
     return json_response(answer.body, status=answer.status, headers=headers)
 
 
-def _reference_errors(
-    raw: list[object], unknown_partners: set[uuid.UUID], unknown_types: set[str]
+async def _reference_errors(
+    request: web.Request, refs: Sequence[ResourceEvent | Reference]
 ) -> list[FieldError]:
+    """Items naming a partner or event type the store does not know (indexed as sent)."""
+    store = request.app[STORE]
+    unknown_partners = await store.unknown_partners(
+        {r.partner_id for r in refs if r.partner_id is not None}
+    )
+    unknown_types = await store.unknown_event_types(
+        {r.event_name for r in refs if r.event_name is not None}
+    )
     errors: list[FieldError] = []
-    for index, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            continue
-        try:
-            partner = uuid.UUID(entry.get("partnerId"))
-        except (TypeError, ValueError, AttributeError):
-            partner = None
-        if partner is not None and partner in unknown_partners:
+    if not unknown_partners and not unknown_types:
+        return errors
+    for position, ref in enumerate(refs):
+        index = ref.position if isinstance(ref, Reference) else position
+        partner, name = ref.partner_id, ref.event_name
+        if partner in unknown_partners:
             errors.append(FieldError(field=f"events[{index}].partnerId", message="unknown partner"))
-        name = entry.get("eventName")
-        if isinstance(name, str) and name in unknown_types:
+        if name in unknown_types:
             errors.append(
                 FieldError(field=f"events[{index}].eventName", message="unknown event type")
             )

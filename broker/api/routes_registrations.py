@@ -7,26 +7,32 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from aiohttp import web
+from pydantic import TypeAdapter
 
 from broker import metrics
 from broker.api.appkeys import HTTP_SESSION, SETTINGS, STORE
 from broker.api.auth import partner_id_of
+from broker.api.paging import PAGE_PARAMS as _PAGE_PARAMS
+from broker.api.paging import page_cursor, page_limit, page_of, query_errors
 from broker.api.problems import Problem, invalid, not_found
-from broker.api.serialize import attempt_json, json_response, registration_json
-from broker.api.validation import (
-    MAX_DESCRIPTION_LENGTH,
-    MAX_URL_LENGTH,
-    check_basic_auth,
-    check_event_type_list,
-    check_secret,
-    check_text,
-    exact_names,
-    parse_json,
-    read_body,
-    read_json,
-    require_object,
+from broker.api.schema import (
+    EmptyRequest,
+    PauseRequest,
+    RegistrationCreate,
+    RegistrationCreated,
+    RegistrationList,
+    RegistrationUpdate,
+    RestartRequest,
+    RotateResult,
+    RotateSecretRequest,
+    TestResult,
+    adapter,
 )
+from broker.api.schema import Registration as RegistrationOut
+from broker.api.serialize import json_response
+from broker.api.validation import check, exact_names, read_body, read_model
 from broker.domain.errors import FieldError
 from broker.domain.ids import parse_uuid, utcnow, uuid7
 from broker.domain.models import Attempt, Registration
@@ -39,11 +45,17 @@ from broker.http.sender import send
 routes = web.RouteTableDef()
 log = logging.getLogger(__name__)
 
-MAX_GRACE_SECONDS = 7 * 86400
+
+_CREATE = adapter(RegistrationCreate)
+_UPDATE = adapter(RegistrationUpdate)
+_RESTART = adapter(RestartRequest)
+_PAUSE = adapter(PauseRequest)
+_EMPTY = adapter(EmptyRequest)
+_ROTATE = adapter(RotateSecretRequest)
 
 
-async def _check_url(request: web.Request, value: Any, errors: list[FieldError]) -> str | None:
-    url = check_text(value, "url", errors, min_len=1, max_len=MAX_URL_LENGTH)
+async def _check_url(request: web.Request, url: str | None, errors: list[FieldError]) -> str | None:
+    """The callback URL as it will be called, or None with the reason in ``errors``."""
     if url is None:
         return None
     try:
@@ -56,18 +68,43 @@ async def _check_url(request: web.Request, value: Any, errors: list[FieldError])
 
 
 async def _check_catalog(
-    request: web.Request, patterns: list[str] | None, sent: Any, errors: list[FieldError]
+    request: web.Request, patterns: list[str] | None, errors: list[FieldError]
 ) -> None:
-    """Exact names must be in the catalog; errors index ``sent`` (the list as the partner sent
-    it), since ``patterns`` has duplicates and invalid entries dropped."""
+    """Exact names must be in the catalog; errors index the list as the partner sent it."""
     if not patterns:
         return
     unknown = await request.app[STORE].unknown_event_types(exact_names(patterns))
-    for i, pattern in enumerate(sent):
-        if isinstance(pattern, str) and pattern in unknown:
+    for i, pattern in enumerate(patterns):
+        if pattern in unknown:
             errors.append(
                 FieldError(field=f"eventTypes[{i}]", message=f"unknown event type {pattern}")
             )
+
+
+async def _read_registration(
+    request: web.Request, model: TypeAdapter[Any]
+) -> tuple[Any, str | None, list[str] | None]:
+    """A create or update body, checked whole: its model, then the callback URL (resolved, no
+    private addresses) and the catalog, also when other fields already failed, so one 400
+    names every bad field. Returns the body, the checked URL and the de-duplicated patterns."""
+    raw = await read_body(request)
+    body, errors = check(model, raw)
+    if body is not None:
+        url, patterns = body.url, body.event_types
+    else:  # check the fields that passed their model as they were sent
+        sent = orjson.loads(raw)
+        failed = {e.field.partition("[")[0] for e in errors}
+        url = sent.get("url") if isinstance(sent, dict) and "url" not in failed else None
+        patterns = (
+            sent.get("eventTypes")
+            if isinstance(sent, dict) and "eventTypes" not in failed
+            else None
+        )
+    await _check_catalog(request, patterns, errors)
+    checked_url = await _check_url(request, url, errors)
+    if errors:
+        raise invalid(errors)
+    return body, checked_url, list(dict.fromkeys(patterns)) if patterns is not None else None
 
 
 def _registration_id(request: web.Request) -> uuid.UUID:
@@ -107,45 +144,19 @@ async def _get_usable(request: web.Request, action: str) -> Registration:
 
 @routes.post("/webhooks/v1/registrations")
 async def create_registration(request: web.Request) -> web.Response:
-    errors: list[FieldError] = []
-    body = require_object(
-        await read_json(request),
-        {"url", "eventTypes", "description", "secret", "basicAuth"},
-        errors,
-    )
-    if "url" not in body:
-        errors.append(FieldError(field="url", message="is required"))
-    if "eventTypes" not in body:
-        errors.append(FieldError(field="eventTypes", message="is required"))
-    patterns = (
-        check_event_type_list(body["eventTypes"], "eventTypes", errors)
-        if "eventTypes" in body
-        else None
-    )
-    description = check_text(
-        body.get("description", ""), "description", errors, max_len=MAX_DESCRIPTION_LENGTH
-    )
-    secret = (
-        check_secret(body["secret"], "secret", errors)
-        if body.get("secret") is not None
-        else generate_secret()
-    )
-    basic_auth = check_basic_auth(body.get("basicAuth"), "basicAuth", errors)
-    await _check_catalog(request, patterns, body.get("eventTypes"), errors)
-    url = await _check_url(request, body["url"], errors) if "url" in body else None
-    if errors:
-        raise invalid(errors)
-    assert url and patterns and secret is not None and description is not None
+    body, url, patterns = await _read_registration(request, _CREATE)
+    assert url is not None and patterns is not None
     reg = await request.app[STORE].create_registration(
         partner_id=partner_id_of(request),
         url=url,
         event_types=patterns,
-        description=description,
-        secret=secret,
-        basic_auth=basic_auth,
+        description=body.description,
+        secret=body.secret or generate_secret(),
+        basic_auth=body.basic_auth,
+        max_live=request.app[SETTINGS].max_registrations_per_partner,
     )
     return json_response(
-        registration_json(reg, with_secret=True),
+        RegistrationCreated.model_validate(reg),
         status=201,
         headers={"Location": f"/webhooks/v1/registrations/{reg.id}"},
     )
@@ -153,49 +164,37 @@ async def create_registration(request: web.Request) -> web.Response:
 
 @routes.get("/webhooks/v1/registrations")
 async def list_registrations(request: web.Request) -> web.Response:
-    regs = await request.app[STORE].list_registrations(partner_id_of(request))
-    return json_response({"data": [registration_json(r) for r in regs]})
+    errors = query_errors(request.query, _PAGE_PARAMS)
+    limit, after = page_limit(request.query, errors), page_cursor(request.query, errors)
+    if errors:
+        raise invalid(errors)
+    regs = await request.app[STORE].list_registrations(
+        partner_id_of(request), after=after, limit=limit + 1
+    )
+    return json_response(RegistrationList.model_validate(page_of(regs, limit)))
 
 
 @routes.get("/webhooks/v1/registrations/{id}")
 async def get_registration(request: web.Request) -> web.Response:
-    return json_response(registration_json(await _get_or_404(request)))
+    return json_response(RegistrationOut.model_validate(await _get_or_404(request)))
 
 
 @routes.patch("/webhooks/v1/registrations/{id}")
 async def update_registration(request: web.Request) -> web.Response:
     reg_id = _registration_id(request)
-    errors: list[FieldError] = []
-    body = require_object(
-        await read_json(request), {"url", "eventTypes", "description", "basicAuth"}, errors
-    )
-    patterns = (
-        check_event_type_list(body["eventTypes"], "eventTypes", errors)
-        if "eventTypes" in body
-        else None
-    )
-    description = (
-        check_text(body["description"], "description", errors, max_len=MAX_DESCRIPTION_LENGTH)
-        if "description" in body
-        else None
-    )
-    basic_auth = check_basic_auth(body.get("basicAuth"), "basicAuth", errors)
-    await _check_catalog(request, patterns, body.get("eventTypes"), errors)
-    url = await _check_url(request, body["url"], errors) if "url" in body else None
-    if errors:
-        raise invalid(errors)
+    body, url, patterns = await _read_registration(request, _UPDATE)
     reg = await request.app[STORE].update_registration(
         reg_id,
         partner_id_of(request),
         url=url,
         event_types=patterns,
-        description=description,
-        set_basic_auth="basicAuth" in body,
-        basic_auth=basic_auth,
+        description=body.description,
+        set_basic_auth="basic_auth" in body.model_fields_set,
+        basic_auth=body.basic_auth,
     )
     if reg is None:
         raise not_found("registration")
-    return json_response(registration_json(reg))
+    return json_response(RegistrationOut.model_validate(reg))
 
 
 async def _transition(
@@ -224,18 +223,6 @@ async def _transition(
     return reg
 
 
-async def _optional_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-    """Lifecycle calls take an optional JSON body; an empty one means the defaults."""
-    raw = await read_body(request)
-    if not raw.strip():
-        return {}
-    errors: list[FieldError] = []
-    body = require_object(parse_json(raw), allowed, errors)
-    if errors:
-        raise invalid(errors)
-    return body
-
-
 @routes.delete("/webhooks/v1/registrations/{id}")
 async def delete_registration(request: web.Request) -> web.Response:
     await _transition(request, Trigger.DELETE)
@@ -244,58 +231,42 @@ async def delete_registration(request: web.Request) -> web.Response:
 
 @routes.post("/webhooks/v1/registrations/{id}/restart")
 async def restart_registration(request: web.Request) -> web.Response:
-    body = await _optional_body(request, {"resendFailed"})
-    resend_failed = body.get("resendFailed", False)
-    if not isinstance(resend_failed, bool):
-        raise invalid([FieldError(field="resendFailed", message="must be true or false")])
-    reg = await _transition(request, Trigger.RESTART, resend_failed=resend_failed)
-    return json_response(registration_json(reg))
+    body: RestartRequest = await read_model(request, _RESTART, optional=True)
+    reg = await _transition(request, Trigger.RESTART, resend_failed=body.resend_failed)
+    return json_response(RegistrationOut.model_validate(reg))
 
 
 @routes.post("/webhooks/v1/registrations/{id}/pause")
 async def pause_registration(request: web.Request) -> web.Response:
-    await _optional_body(request, {"reason"})
-    return json_response(registration_json(await _transition(request, Trigger.PAUSE)))
+    await read_model(request, _PAUSE, optional=True)
+    return json_response(RegistrationOut.model_validate(await _transition(request, Trigger.PAUSE)))
 
 
 @routes.post("/webhooks/v1/registrations/{id}/unpause")
 async def unpause_registration(request: web.Request) -> web.Response:
-    await _optional_body(request, set())
-    return json_response(registration_json(await _transition(request, Trigger.UNPAUSE)))
+    await read_model(request, _EMPTY, optional=True)
+    reg = await _transition(request, Trigger.UNPAUSE)
+    return json_response(RegistrationOut.model_validate(reg))
 
 
 @routes.post("/webhooks/v1/registrations/{id}/rotate-secret")
 async def rotate_secret(request: web.Request) -> web.Response:
-    body = await _optional_body(request, {"graceSeconds", "secret"})
-    errors: list[FieldError] = []
-    grace = body.get("graceSeconds", 86400)
-    if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= MAX_GRACE_SECONDS:
-        errors.append(
-            FieldError(field="graceSeconds", message=f"must be an integer 0..{MAX_GRACE_SECONDS}")
-        )
-    secret = (
-        check_secret(body["secret"], "secret", errors)
-        if body.get("secret") is not None
-        else generate_secret()
-    )
-    if errors:
-        raise invalid(errors)
-    assert secret is not None
+    body: RotateSecretRequest = await read_model(request, _ROTATE, optional=True)
     reg = await request.app[STORE].rotate_secret(
         _registration_id(request),
         partner_id_of(request),
-        secret,
-        grace,
+        body.secret or generate_secret(),
+        body.grace_seconds,
     )
     if reg is None:
         raise not_found("registration")
-    return json_response({"secret": reg.secret})
+    return json_response(RotateResult(secret=reg.secret))
 
 
 @routes.post("/webhooks/v1/registrations/{id}/test")
 async def test_registration(request: web.Request) -> web.Response:
     """One synchronous, signed ``test.event`` delivery; recorded, changing no status."""
-    await _optional_body(request, set())
+    await read_model(request, _EMPTY, optional=True)
     reg = await _get_usable(request, "test")
     settings = request.app[SETTINGS]
     event_id = uuid7()
@@ -342,5 +313,7 @@ async def test_registration(request: web.Request) -> web.Response:
         attempt=attempt,
     )
     return json_response(
-        {"success": outcome.success, "eventId": str(event_id), "attempt": attempt_json(attempt)}
+        TestResult.model_validate(
+            {"success": outcome.success, "event_id": event_id, "attempt": attempt}
+        )
     )

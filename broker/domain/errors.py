@@ -41,6 +41,13 @@ class NotFound(DomainError):
     title = "Not Found"
 
 
+class LimitReached(DomainError):
+    """A quota of the contract (the message names the limit)."""
+
+    status = 429
+    title = "Too Many Requests"
+
+
 class Conflict(DomainError):
     status = 409
     title = "Conflict"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 
 import asyncpg
 
@@ -36,8 +37,14 @@ class CatalogQueries(StoreBase):
         self._known_partners.add(partner.id)
         return partner, key
 
-    async def list_partners(self) -> list[Partner]:
-        rows = await self.pool.fetch(Q.list_partners)
+    async def list_partners(
+        self, *, after: tuple[datetime, uuid.UUID] | None = None, limit: int | None = None
+    ) -> list[Partner]:
+        """Oldest first, at most ``limit`` (None: all), after the (created_at, id) ``after``."""
+        if after is None:
+            rows = await self.pool.fetch(Q.list_partners, limit)
+        else:
+            rows = await self.pool.fetch(Q.list_partners_after, *after, limit)
         return [Partner(id=r["id"], name=r["name"], created_at=r["created_at"]) for r in rows]
 
     async def create_partner_key(self, partner_id: uuid.UUID) -> IssuedKey | None:

@@ -28,7 +28,7 @@ MIGRATIONS_DIR = SQL_DIR / "migrations"
 # An arbitrary constant shared by every broker process: "broker migrations" in hex-ish.
 MIGRATION_LOCK_ID = 0x62726B6D
 
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")  # fullmatch: no "$" leeway
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +41,7 @@ class Migration:
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     found: list[Migration] = []
     for path in sorted(directory.glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
+        match = _MIGRATION_NAME.fullmatch(path.name)
         if not match:
             raise RuntimeError(f"migration file name not of the form 0001_name.sql: {path.name}")
         found.append(Migration(version=match[1], name=path.stem, sql=path.read_text()))

@@ -17,7 +17,7 @@ _NAME_LINE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 # Anything that looks like a name line; one the strict pattern refuses (``-- name: ClaimDue``)
 # would otherwise be read as a comment and glue two queries into one.
 _NAME_LIKE = re.compile(r"^--\s*name\s*:.*$", re.MULTILINE | re.IGNORECASE)
-_COMMENT_OR_BLANK = re.compile(r"^\s*(--.*)?$")
+_COMMENT_OR_BLANK = re.compile(r"\s*(--.*)?")  # used with fullmatch
 
 
 def parse_queries(text: str, *, origin: str = "<string>") -> dict[str, str]:
@@ -28,7 +28,7 @@ def parse_queries(text: str, *, origin: str = "<string>") -> dict[str, str]:
             raise ValueError(f"{origin}: malformed query name line {line[0]!r} (use snake_case)")
     matches = list(_NAME_LINE.finditer(text))
     preamble = text[: matches[0].start()] if matches else text
-    if not all(_COMMENT_OR_BLANK.match(line) for line in preamble.splitlines()):
+    if not all(_COMMENT_OR_BLANK.fullmatch(line) for line in preamble.splitlines()):
         raise ValueError(f"{origin}: SQL before the first '-- name:' line belongs to no query")
     for i, match in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)

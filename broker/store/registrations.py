@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import asyncpg
 
+from broker.domain.errors import LimitReached
 from broker.domain.ids import uuid7
 from broker.domain.models import (
     Registration,
@@ -28,24 +30,45 @@ class RegistrationQueries(StoreBase):
         description: str,
         secret: str,
         basic_auth: str | None,
+        max_live: int | None = None,
     ) -> Registration:
-        row = await self.pool.fetchrow(
-            Q.insert_registration,
-            uuid7(),
-            partner_id,
-            url,
-            event_types,
-            description,
-            secret,
-            basic_auth,
-        )
+        """The new registration; LimitReached when the partner already has ``max_live`` that
+        are not Deleted (checked with the partner row locked, so concurrent creates cannot
+        overshoot)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if max_live is not None:
+                await conn.fetchval(Q.lock_partner, partner_id)
+                live = await conn.fetchval(Q.count_live_registrations, partner_id)
+                if live >= max_live:
+                    raise LimitReached(
+                        f"this partner already has {live} registrations; "
+                        f"BROKER_MAX_REGISTRATIONS_PER_PARTNER allows {max_live}"
+                    )
+            row = await conn.fetchrow(
+                Q.insert_registration,
+                uuid7(),
+                partner_id,
+                url,
+                event_types,
+                description,
+                secret,
+                basic_auth,
+            )
         return registration_from_row(row)
 
-    async def list_registrations(self, partner_id: uuid.UUID) -> list[Registration]:
-        return [
-            registration_from_row(r)
-            for r in await self.pool.fetch(Q.list_registrations, partner_id)
-        ]
+    async def list_registrations(
+        self,
+        partner_id: uuid.UUID,
+        *,
+        after: tuple[datetime, uuid.UUID] | None = None,
+        limit: int | None = None,
+    ) -> list[Registration]:
+        """Not Deleted, oldest first, at most ``limit`` (None: all), after (created_at, id)."""
+        if after is None:
+            rows = await self.pool.fetch(Q.list_registrations, partner_id, limit)
+        else:
+            rows = await self.pool.fetch(Q.list_registrations_after, partner_id, *after, limit)
+        return [registration_from_row(r) for r in rows]
 
     async def get_registration(
         self, registration_id: uuid.UUID, partner_id: uuid.UUID

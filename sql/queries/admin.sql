@@ -11,7 +11,14 @@ INSERT INTO partners (id, name) VALUES ($1, $2)
 RETURNING id, name, created_at;
 
 -- name: list_partners
-SELECT id, name, created_at FROM partners ORDER BY created_at, id;
+-- A page, oldest first; list_partners_after continues after ($1, $2).
+SELECT id, name, created_at FROM partners ORDER BY created_at, id LIMIT $1;
+
+-- name: list_partners_after
+SELECT id, name, created_at FROM partners
+WHERE (created_at, id) > ($1, $2)
+ORDER BY created_at, id
+LIMIT $3;
 
 -- name: partner_exists
 SELECT EXISTS (SELECT 1 FROM partners WHERE id = $1);

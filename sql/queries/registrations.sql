@@ -6,9 +6,25 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING *;
 
 -- name: list_registrations
+-- A page, oldest first; the next page starts after ($2, $3). Two texts, not "$2 IS NULL OR",
+-- so that each keeps a plan that uses registrations_partner.
 SELECT * FROM registrations
 WHERE partner_id = $1 AND status <> 'Deleted'
-ORDER BY created_at, id;
+ORDER BY created_at, id
+LIMIT $2;
+
+-- name: list_registrations_after
+SELECT * FROM registrations
+WHERE partner_id = $1 AND status <> 'Deleted' AND (created_at, id) > ($2, $3)
+ORDER BY created_at, id
+LIMIT $4;
+
+-- name: count_live_registrations
+SELECT count(*) FROM registrations WHERE partner_id = $1 AND status <> 'Deleted';
+
+-- name: lock_partner
+-- Serializes a partner's registration creates, so the quota holds under concurrent requests.
+SELECT id FROM partners WHERE id = $1 FOR UPDATE;
 
 -- name: get_registration
 -- Deleted registrations are gone for the partner: 404 like any unknown id.
