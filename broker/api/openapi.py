@@ -22,7 +22,6 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from broker.api.schema import (
     EVENT_NAME_MAX_LENGTH,
     EVENT_NAME_PATTERN,
-    EVENT_STATUSES,
     IDEMPOTENCY_KEY_MAX_LENGTH,
     NAMED_TYPES,
     PAGE_DEFAULT,
@@ -32,6 +31,7 @@ from broker.api.schema import (
     SIGNATURE_PATTERN,
 )
 from broker.config import Settings
+from broker.domain.states import EVENT_STATUSES
 
 Schema = dict[str, Any]
 INGEST_MAX_EVENTS: int = Settings.model_fields["ingest_max_events"].default

@@ -12,7 +12,6 @@ from broker.api.paging import encode_cursor, page_cursor, page_limit, query_erro
 from broker.api.problems import invalid, not_found
 from broker.api.schema import (
     EVENT_NAME_MAX_LENGTH,
-    EVENT_STATUSES,
     AttemptList,
     EventPage,
     EventTypeList,

@@ -38,9 +38,8 @@ from typing_extensions import TypedDict
 
 from broker.domain import errors as domain
 from broker.domain.ids import format_time
-from broker.domain.models import EventStatus
 from broker.domain.signing import secret_key_bytes
-from broker.domain.states import Status
+from broker.domain.states import EVENT_STATUSES, EventStatus, Status
 from broker.http.addresses import MAX_URL_LENGTH as URL_MAX_LENGTH
 
 # --------------------------------------------------------------------------- limits
@@ -122,7 +121,6 @@ def full(pattern: str, text: str) -> bool:
 
 # --------------------------------------------------------------------------- statuses
 
-EVENT_STATUSES = tuple(s.value for s in EventStatus)
 REGISTRATION_STATUSES = tuple(s.value for s in Status)
 
 # --------------------------------------------------------------------------- field types

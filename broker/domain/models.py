@@ -5,18 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import NamedTuple
 
 from broker.domain.states import Status
-
-
-class EventStatus(StrEnum):
-    """An event object's delivery status (the ``events.status`` column)."""
-
-    PENDING = "Pending"
-    SUCCESS = "Success"
-    FAILED = "Failed"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

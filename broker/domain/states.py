@@ -19,8 +19,16 @@ class Status(StrEnum):
     DELETED = "Deleted"
 
 
-# An event object's delivery status (the events API filters on these).
-EVENT_STATUSES = ("Pending", "Success", "Failed")
+class EventStatus(StrEnum):
+    """An event object's delivery status (the ``events.status`` column)."""
+
+    PENDING = "Pending"
+    SUCCESS = "Success"
+    FAILED = "Failed"
+
+
+# The events API filters on these.
+EVENT_STATUSES = tuple(s.value for s in EventStatus)
 
 
 class Trigger(StrEnum):
