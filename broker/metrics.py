@@ -58,11 +58,19 @@ DELIVERY_LAG = Gauge(
 REGISTRATIONS_BY_STATUS = Gauge(
     "broker_registrations", "Registrations by status", ["status"], registry=REGISTRY
 )
+BREAKERS = Gauge(
+    "broker_delivery_breakers",
+    "Registrations by the state of their delivery circuit breaker (back-pressure, not a status)",
+    ["state"],
+    registry=REGISTRY,
+)
 
 # Every label value exists from the start (at 0), so rate() and absent-series alerts work before
 # the first failure or transition ever happens.
 for _outcome in ("success", "failure"):
     ATTEMPTS.labels(outcome=_outcome)
+for _state in ("closed", "open", "half-open"):
+    BREAKERS.labels(state=_state)
 for _status in Status:
     REGISTRATION_TRANSITIONS.labels(to=_status.value)
     REGISTRATIONS_BY_STATUS.labels(status=_status.value)

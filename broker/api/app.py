@@ -30,7 +30,7 @@ from broker.api.auth import auth_middleware
 from broker.api.group_commit import IngestBatcher
 from broker.api.problems import problem_middleware
 from broker.config import Settings
-from broker.http.connector import make_connector
+from broker.http.connector import make_outbound_session
 from broker.store.db import create_pool, database_url, migrate
 from broker.store.listener import Listener
 from broker.store.store import Store, WindowRules
@@ -50,17 +50,10 @@ def window_rules(settings: Settings) -> WindowRules:
 
 
 def outbound_session(settings: Settings) -> aiohttp.ClientSession:
-    connector = make_connector(
+    return make_outbound_session(
         allow_private=settings.allow_private_urls,
         limit=settings.delivery_concurrency,
-        limit_per_host=0,
-    )
-    # trust_env=False: a proxy would resolve hosts itself and bypass the address check.
-    return aiohttp.ClientSession(
-        connector=connector,
-        trust_env=False,
-        timeout=aiohttp.ClientTimeout(total=settings.delivery_timeout_seconds),
-        auto_decompress=False,
+        total_timeout=settings.delivery_timeout_seconds,
     )
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from broker.api.appkeys import STORE
 from broker.api.auth import partner_id_of
 from broker.api.paging import encode_cursor, page_cursor, page_limit, query_errors
-from broker.api.problems import invalid, not_found
+from broker.api.problems import Problem, invalid, not_found
 from broker.api.schema import (
     EVENT_NAME_MAX_LENGTH,
     AttemptList,
@@ -111,6 +111,10 @@ async def list_attempts(request: web.Request) -> web.Response:
 @routes.post("/webhooks/v1/events/{id}/resend")
 async def resend_event(request: web.Request) -> web.Response:
     event = await _event_or_404(request)
+    if event.event_name == "test.event":  # a connectivity test is history, never queued
+        raise Problem(
+            409, "Conflict", "a test.event delivery cannot be resent; send a new test instead"
+        )
     resent = await request.app[STORE].resend_event(
         event.id,
         partner_id_of(request),

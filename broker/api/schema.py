@@ -449,6 +449,18 @@ class EmptyRequest(Request):
     """An optional empty JSON object."""
 
 
+class Breaker(Response):
+    """Delivery circuit breaker: back-pressure, never a status. Open after repeated failures:
+    nothing is attempted until nextProbeAt, then one attempt probes (half-open) and a success
+    closes it."""
+
+    state: Literal["closed", "open", "half-open"]
+    opened_at: Annotated[Timestamp | None, Field(description="When the breaker last opened.")]
+    next_probe_at: Annotated[
+        Timestamp | None, Field(description="When an open breaker lets one attempt through.")
+    ]
+
+
 class Registration(Response):
     id: Id
     url: Annotated[str, Field(description="The callback URL.")]
@@ -464,6 +476,7 @@ class Registration(Response):
     ]
     created_at: Annotated[Timestamp, Field(description="When the registration was created.")]
     updated_at: Annotated[Timestamp, Field(description="When the registration last changed.")]
+    breaker: Annotated[Breaker, Field(json_schema_extra={"readOnly": True})]
 
 
 class RegistrationCreated(Registration):

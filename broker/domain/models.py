@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from broker.domain.isolation import CLOSED, Breaker
 from broker.domain.states import Status
 
 
@@ -60,6 +61,8 @@ class Registration:
     last_failure_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # Delivery back-pressure, read-only (see broker.domain.isolation); never a status.
+    breaker: Breaker = CLOSED
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -78,13 +78,21 @@ class TransitionRefused(Exception):
         super().__init__(f"cannot {trigger.value} a registration that is {current.value}")
 
 
-def next_status(current: Status | str, trigger: Trigger) -> Status:
-    """The status after ``trigger``, or TransitionRefused."""
+def next_status(current: Status | str, trigger: Trigger, *, probe_owed: bool = False) -> Status:
+    """The status after ``trigger``, or TransitionRefused.
+
+    ``probe_owed``: the registration was paused while Restarting. Unpausing it then resumes the
+    restart (Restarting, one probe first) rather than going straight to Active: a pause must not
+    be a way around the probe.
+    """
     current = Status(current)
     try:
-        return TRANSITIONS[(current, trigger)]
+        new = TRANSITIONS[(current, trigger)]
     except KeyError:
         raise TransitionRefused(current, trigger) from None
+    if probe_owed and current is S.PAUSED and trigger is T.UNPAUSE:
+        return S.RESTARTING
+    return new
 
 
 def sources(trigger: Trigger) -> list[Status]:

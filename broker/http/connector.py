@@ -159,6 +159,25 @@ def make_connector(
     )
 
 
+def make_outbound_session(
+    *, allow_private: bool, limit: int, total_timeout: float
+) -> aiohttp.ClientSession:
+    """The one client session deliveries go through.
+
+    - No cookies: a receiver's ``Set-Cookie`` must never ride along on another delivery (the
+      session is shared by every partner), so the jar is a DummyCookieJar that stores nothing.
+    - ``trust_env=False``: a proxy would resolve hosts itself and bypass the address check.
+    - No decompression: only the first bytes of a response body are kept, raw.
+    """
+    return aiohttp.ClientSession(
+        connector=make_connector(allow_private=allow_private, limit=limit, limit_per_host=0),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        timeout=aiohttp.ClientTimeout(total=total_timeout),
+        auto_decompress=False,
+    )
+
+
 def find_refusal(exc: BaseException) -> NonPublicAddressError | None:
     """Return the :class:`NonPublicAddressError` behind an aiohttp error, if that was the cause.
 

@@ -1,27 +1,65 @@
-"""Delivery claims (SKIP LOCKED + lease) and batched result recording."""
+"""The delivery queue: enqueueing event objects, claims (SKIP LOCKED + lease), batched results.
+
+The claim visits only registrations with due work (``delivery_ready``), one statement, no
+cluster-wide lock; recording a batch locks its registrations in id order and applies each one's
+results in attempt order. See sql/queries/delivery.sql and docs/architecture.md.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 
-from broker.domain.states import Status, Trigger, next_status, sources
+from broker.domain.isolation import Breaker, IsolationState, Outcome, after_results
+from broker.domain.states import TRANSITIONS, Status, Trigger
 from broker.store.base import StoreBase
 from broker.store.queries import Q
-from broker.store.records import (
-    ClaimedDelivery,
-    DeliveryResult,
-    DeliveryTarget,
-)
+from broker.store.records import ClaimedDelivery, DeliveryResult, DeliveryTarget
 
-# Advisory lock taken by every delivery claim ("brkc"); see DeliveryQueries.claim_deliveries.
-CLAIM_LOCK_ID = 0x62726B63
+
+@dataclass(frozen=True, slots=True)
+class _TargetRow:
+    version: datetime  # the registration's updated_at: any change to it makes a new version
+    url: str
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: datetime | None
+    basic_auth: str | None
+
+
+async def insert_event_objects(
+    conn: asyncpg.Connection,
+    *,
+    partner_id: uuid.UUID,
+    event_name: str,
+    resources: Sequence[str],
+    registration_ids: Sequence[uuid.UUID],
+    event_ids: Sequence[uuid.UUID],
+) -> None:
+    """A closed window's event objects: their history rows, queue rows and the registrations'
+    ready rows, in the caller's transaction (the window close). The one way event objects for
+    delivery are made."""
+    await conn.execute(
+        Q.insert_events,
+        list(event_ids),
+        partner_id,
+        event_name,
+        list(resources),
+        list(registration_ids),
+    )
 
 
 class DeliveryQueries(StoreBase):
+    _delivery_target_cache: dict[uuid.UUID, _TargetRow]
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self._delivery_target_cache = {}
+
     async def claim_deliveries(
         self,
         *,
@@ -29,39 +67,77 @@ class DeliveryQueries(StoreBase):
         per_registration: int,
         lease_seconds: float,
         worker_id: str,
-        probes: bool = True,
+        fast_slots: int | None = None,
+        slow_slots: int | None = None,
     ) -> list[ClaimedDelivery]:
-        """Claim due events: the single probe of each Restarting registration (skipped when
-        ``probes`` is False: one statement less), then Active registrations' events."""
-        claimed: list[ClaimedDelivery] = []
-        targets: dict[uuid.UUID, DeliveryTarget] = {}
+        """Claim due work: at most ``fast_slots`` attempts for registrations in good health and
+        ``slow_slots`` for those in the slow lane (each defaults to ``limit``)."""
+        fast = limit if fast_slots is None else min(fast_slots, limit)
+        slow = limit if slow_slots is None else min(slow_slots, limit)
         async with self.pool.acquire() as conn:
-            # Claims take turns across all worker processes. Each claim counts the leases already
-            # held (the per-registration cap, one probe per Restarting registration), and one
-            # statement's snapshot cannot see a claim another worker commits while it runs: three
-            # workers claiming at once could put 3x the cap in flight. Under this lock every
-            # claim starts after the previous one committed, so the counts are exact. It costs
-            # two round trips per claimed batch, not per event.
-            async with conn.transaction():
-                await conn.execute(Q.take_claim_lock, CLAIM_LOCK_ID)
-                if probes:
-                    probe_rows = await conn.fetch(
-                        Q.claim_restarting_deliveries, limit, lease_seconds, worker_id
-                    )
-                    claimed.extend(_claimed(r, probe=True, targets=targets) for r in probe_rows)
-                room = limit - len(claimed)
-                if room > 0:
-                    rows = await conn.fetch(
-                        Q.claim_active_deliveries, room, per_registration, lease_seconds, worker_id
-                    )
-                    claimed.extend(_claimed(r, probe=False, targets=targets) for r in rows)
+            rows = await conn.fetch(
+                Q.claim_deliveries,
+                max(fast + slow, 1),
+                per_registration,
+                lease_seconds,
+                worker_id,
+                fast,
+                slow,
+            )
+            if not rows:
+                return []
+            targets = await self._delivery_targets(
+                conn, {r["registration_id"]: r["target_version"] for r in rows}
+            )
+            claimed = [_claimed(r, targets[r["registration_id"]]) for r in rows]
             await self._record_lost_attempts(conn, claimed)
         return claimed
+
+    async def _delivery_targets(
+        self, conn: asyncpg.Connection, versions: dict[uuid.UUID, datetime]
+    ) -> dict[uuid.UUID, DeliveryTarget]:
+        """Each registration's delivery target, from a per-process cache keyed by the
+        registration's version; only changed or unknown registrations are read (one query).
+        This is the one place the delivery path reads secrets."""
+        cache = self._delivery_target_cache
+        stale = [
+            rid
+            for rid, version in versions.items()
+            if (hit := cache.get(rid)) is None or hit.version != version
+        ]
+        if stale:
+            if len(cache) + len(stale) > TARGET_CACHE_SIZE:  # bounded: keep what is needed now
+                for rid in [r for r in cache if r not in versions]:
+                    del cache[rid]
+            for row in await conn.fetch(Q.delivery_targets, stale):
+                cache[row["id"]] = _TargetRow(
+                    version=row["updated_at"],
+                    url=row["url"],
+                    secret=row["secret"],
+                    previous_secret=row["previous_secret"],
+                    previous_secret_expires_at=row["previous_secret_expires_at"],
+                    basic_auth=row["basic_auth"],
+                )
+        now = datetime.now(UTC)
+        targets: dict[uuid.UUID, DeliveryTarget] = {}
+        for rid in versions:
+            row = cache[rid]
+            live: tuple[str, ...] = (row.secret,)
+            if (
+                row.previous_secret
+                and row.previous_secret_expires_at is not None
+                and row.previous_secret_expires_at > now
+            ):
+                live += (row.previous_secret,)
+            targets[rid] = DeliveryTarget(
+                id=rid, url=row.url, secrets=live, basic_auth=row.basic_auth
+            )
+        return targets
 
     async def _record_lost_attempts(
         self, conn: asyncpg.Connection, claimed: Sequence[ClaimedDelivery]
     ) -> None:
-        # Only an event attempted before can have lost an attempt (a first claim never has).
+        # Only a row attempted before can have lost an attempt (a first claim never has).
         again = [c for c in claimed if c.attempt_count > 1 and c.previous_attempted_at]
         if again:
             await conn.execute(
@@ -72,87 +148,133 @@ class DeliveryQueries(StoreBase):
             )
 
     async def record_results(
-        self, results: Sequence[DeliveryResult]
+        self, results: Sequence[DeliveryResult], *, per_registration: int = 16
     ) -> list[tuple[uuid.UUID, Status]]:
         """Write a batch of attempt outcomes in one transaction.
 
-        Returns the registrations whose status the batch really changed, with their new status
-        (a trigger whose guard no longer held, e.g. the partner paused meanwhile, is not listed).
+        Returns the registrations whose status the batch really changed, with their new status.
+        Each registration's triggers are applied in attempt order from the status it has under
+        the lock (so a probe success followed by a 410 ends Suspended, and a trigger whose guard
+        no longer holds, e.g. the partner paused meanwhile, does nothing).
         """
         if not results:
             return []
+        reg_ids = sorted({r.registration_id for r in results})
         async with self.pool.acquire() as conn, conn.transaction():
-            # Every attempt is kept, even one whose result arrives too late to count.
-            await conn.execute(
-                Q.insert_attempts,
+            locked = {r["id"]: r for r in await conn.fetch(Q.lock_for_results, reg_ids)}
+            finished = await conn.fetch(
+                Q.finish_attempts,
                 [r.event_id for r in results],
                 [r.attempt_number for r in results],
+                [r.new_event_status for r in results],
+                [r.next_attempt_at for r in results],
+                [r.round_attempts for r in results],
                 [r.attempted_at for r in results],
                 [r.duration_ms for r in results],
                 [r.response_status for r in results],
                 [r.error for r in results],
                 [r.response_body for r in results],
             )
-            finished = await conn.fetch(
-                Q.finish_events,
-                [r.event_id for r in results],
-                [r.attempt_number for r in results],
-                [r.new_event_status for r in results],
-                [r.next_attempt_at for r in results],
-                [r.round_attempts for r in results],
-            )
             # A stale result (its lease expired and the event was claimed again, maybe already
             # delivered) or one written twice must not count a failure again or suspend.
-            applied = {row["id"] for row in finished}
-            (
-                reg_ids,
-                failures_after,
-                had_success,
-                last_success,
-                last_failure,
-                transitions,
-            ) = _registration_outcomes([r for r in results if r.event_id in applied])
-            if not reg_ids:
+            applied_ids = {row["id"] for row in finished}
+            per_reg: dict[uuid.UUID, list[DeliveryResult]] = {}
+            for result in results:
+                if result.event_id in applied_ids and result.registration_id in locked:
+                    per_reg.setdefault(result.registration_id, []).append(result)
+            if not per_reg:
                 return []
-            await conn.execute(
-                Q.record_registration_outcomes,
-                reg_ids,
-                failures_after,
-                had_success,
-                last_success,
-                last_failure,
-            )
-            moved: list[asyncpg.Record] = []
-            if transitions:
-                moved = await conn.fetch(
-                    Q.transition_registrations,
-                    [t[0] for t in transitions],
-                    [t[1] for t in transitions],
-                    [t[2] for t in transitions],
+            moved: list[tuple[uuid.UUID, Status]] = []
+            for reg_id, items in per_reg.items():
+                items.sort(key=lambda r: r.attempted_at)
+                current = Status(locked[reg_id]["status"])
+                final = fold_triggers(current, [r.registration_trigger for r in items])
+                if final is not current:
+                    moved.append((reg_id, final))
+            if moved:
+                await conn.execute(
+                    Q.set_registration_status,
+                    [m[0] for m in moved],
+                    [m[1].value for m in moved],
                 )
-                if any(r["status"] == Status.ACTIVE.value for r in moved):
-                    await conn.execute(Q.notify_events)
-        return [(r["id"], Status(r["status"])) for r in moved]
+            await self._record_outcomes(conn, per_reg, locked, per_registration)
+            if any(status is Status.ACTIVE for _, status in moved):
+                await conn.execute(Q.notify_events)
+        return moved
+
+    async def _record_outcomes(
+        self,
+        conn: asyncpg.Connection,
+        per_reg: dict[uuid.UUID, list[DeliveryResult]],
+        locked: dict[uuid.UUID, asyncpg.Record],
+        cap: int,
+    ) -> None:
+        columns: list[list[object]] = [[] for _ in range(12)]
+        for reg_id in sorted(per_reg):
+            items = per_reg[reg_id]
+            lock = locked[reg_id]
+            successes = [r for r in items if r.success]
+            failures = [r for r in items if not r.success]
+            after = items
+            if successes:
+                last_ok = successes[-1].attempted_at
+                after = [r for r in items if r.attempted_at > last_ok]
+            state = after_results(
+                IsolationState(
+                    concurrency=lock["concurrency"],
+                    slow_until=lock["slow_until"],
+                    breaker=Breaker(
+                        state=lock["breaker_state"],
+                        opened_at=lock["breaker_opened_at"],
+                        next_probe_at=lock["breaker_next_probe_at"],
+                    ),
+                    breaker_failures=lock["breaker_failures"],
+                ),
+                [Outcome(success=r.success, attempted_at=r.attempted_at) for r in items],
+                cap=cap,
+                now=lock["db_now"],
+            )
+            for column, value in zip(
+                columns,
+                (
+                    reg_id,
+                    sum(1 for r in after if not r.success),
+                    bool(successes),
+                    successes[-1].attempted_at if successes else None,
+                    failures[-1].attempted_at if failures else None,
+                    len(items),
+                    state.concurrency,
+                    state.slow_until,
+                    state.breaker.state,
+                    state.breaker_failures,
+                    state.breaker.opened_at,
+                    state.breaker.next_probe_at,
+                ),
+                strict=True,
+            ):
+                column.append(value)
+        await conn.execute(Q.record_registration_outcomes, *columns)
 
     async def release_leases(self, event_ids: Sequence[uuid.UUID], worker_id: str) -> None:
         if event_ids:
             await self.pool.execute(Q.release_leases, list(event_ids), worker_id)
 
 
-def _claimed(
-    row: asyncpg.Record, *, probe: bool, targets: dict[uuid.UUID, DeliveryTarget]
-) -> ClaimedDelivery:
-    # One DeliveryTarget per registration and claim batch, shared by its events.
-    target = targets.get(row["registration_id"])
-    if target is None:
-        live = (row["secret"],) + ((row["previous_secret"],) if row["previous_secret"] else ())
-        target = targets[row["registration_id"]] = DeliveryTarget(
-            id=row["registration_id"],
-            url=row["url"],
-            status=Status(row["registration_status"]),
-            secrets=live,
-            basic_auth=row["basic_auth"],
-        )
+# Registrations whose delivery target a worker process keeps (url, secrets, basic auth).
+TARGET_CACHE_SIZE = 10000
+
+
+def fold_triggers(current: Status, triggers: Sequence[Trigger | None]) -> Status:
+    """Apply a registration's triggers in order; one the table does not allow from the status
+    reached so far is ignored (the partner's change won)."""
+    status = current
+    for trigger in triggers:
+        if trigger is not None:
+            status = TRANSITIONS.get((status, trigger), status)
+    return status
+
+
+def _claimed(row: asyncpg.Record, target: DeliveryTarget) -> ClaimedDelivery:
     return ClaimedDelivery(
         id=row["id"],
         partner_id=row["partner_id"],
@@ -164,60 +286,7 @@ def _claimed(
         attempt_count=row["attempt_count"],
         round_attempts=row["round_attempts"],
         attempted_at=row["attempted_at"],
-        probe=probe,
+        probe=row["probe"],
+        slow=row["slow"],
         target=target,
     )
-
-
-def _registration_outcomes(
-    results: Sequence[DeliveryResult],
-) -> tuple[
-    list[uuid.UUID],
-    list[int],
-    list[bool],
-    list[datetime | None],
-    list[datetime | None],
-    list[tuple[uuid.UUID, str, str]],
-]:
-    """Per registration: failures since its last success in the batch, whether it had one, the
-    latest success and failure times, and the guarded status transitions the batch fires."""
-    per_registration: dict[uuid.UUID, list[DeliveryResult]] = {}
-    for result in results:
-        per_registration.setdefault(result.registration_id, []).append(result)
-    reg_ids: list[uuid.UUID] = []
-    failures_after: list[int] = []
-    had_success: list[bool] = []
-    last_success: list[datetime | None] = []
-    last_failure: list[datetime | None] = []
-    transitions: list[tuple[uuid.UUID, str, str]] = []
-    for reg_id, items in per_registration.items():
-        items.sort(key=lambda r: r.attempted_at)
-        successes = [r for r in items if r.success]
-        failures = [r for r in items if not r.success]
-        after = items
-        if successes:
-            last_ok = successes[-1].attempted_at
-            after = [r for r in items if r.attempted_at > last_ok]
-        reg_ids.append(reg_id)
-        failures_after.append(sum(1 for r in after if not r.success))
-        had_success.append(bool(successes))
-        last_success.append(successes[-1].attempted_at if successes else None)
-        last_failure.append(failures[-1].attempted_at if failures else None)
-        for trigger in _registration_triggers(items):
-            for old in sources(trigger):
-                transitions.append((reg_id, old.value, next_status(old, trigger).value))
-    return reg_ids, failures_after, had_success, last_success, last_failure, transitions
-
-
-def _registration_triggers(items: Sequence[DeliveryResult]) -> list[Trigger]:
-    """The state-machine triggers a batch of one registration's results fires, in order.
-
-    Each is applied as a guarded update from every status that allows it, so a trigger that
-    no longer applies (the partner paused meanwhile) changes nothing.
-    """
-    seen: list[Trigger] = []
-    for result in items:
-        trigger = result.registration_trigger
-        if trigger is not None and trigger not in seen:
-            seen.append(trigger)
-    return seen

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from broker.domain.models import (
     Attempt,
@@ -67,6 +67,10 @@ def history_page_query(
     return Q.list_events.format(branches=branches), args
 
 
+# Connectivity tests are history only: never queued, never resent.
+TEST_EVENT = "test.event"
+
+
 class HistoryQueries(StoreBase):
     async def list_events(
         self,
@@ -100,11 +104,21 @@ class HistoryQueries(StoreBase):
         return [attempt_from_row(r) for r in await self.pool.fetch(Q.list_attempts, event_id)]
 
     async def resend_event(self, event_id: uuid.UUID, partner_id: uuid.UUID) -> Event | None:
+        """A new round of attempts, due now (None when its registration is Deleted).
+
+        A test delivery is not queued (it stays as it was); the event of a Suspended or Paused
+        registration is Pending again and waits in the queue until restart or unpause."""
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(Q.resend_event, event_id, partner_id)
-            if row is not None:
+            event = await conn.fetchrow(Q.get_event, event_id, partner_id)
+            if event is None:
+                return None
+            requeued = await conn.fetch(Q.requeue_event, [event_id], datetime.now(UTC))
+            if requeued:
                 await conn.execute(Q.notify_events)
-        return None if row is None else event_from_row(row)
+                event = await conn.fetchrow(Q.get_event, event_id, partner_id)
+            elif event["event_name"] != TEST_EVENT:
+                return None  # its registration is Deleted
+        return event_from_row(event)
 
     async def record_test_delivery(
         self,

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
+from broker.domain.isolation import CLOSED, Breaker
 from broker.domain.models import (
     Attempt,
     Event,
@@ -50,6 +51,20 @@ def registration_from_row(row: asyncpg.Record) -> Registration:
         last_failure_at=row["last_failure_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        breaker=breaker_from_row(row),
+    )
+
+
+def breaker_from_row(row: asyncpg.Record) -> Breaker:
+    # Rows without the delivery-state columns (RETURNING *), or a registration that never had
+    # work: closed.
+    state = row.get("breaker_state")
+    if state is None:
+        return CLOSED
+    return Breaker(
+        state=state,
+        opened_at=row["breaker_opened_at"],
+        next_probe_at=row["breaker_next_probe_at"],
     )
 
 
@@ -107,7 +122,8 @@ class ClaimedDelivery:
     round_attempts: int
     attempted_at: datetime
     probe: bool  # the single attempt of a Restarting registration
-    # Where to send it, read in the same statement as the claim.
+    slow: bool  # claimed into the slow lane (the registration failed recently)
+    # Where to send it (cached per registration version, see DeliveryQueries.delivery_targets).
     target: DeliveryTarget
 
 
@@ -115,8 +131,7 @@ class ClaimedDelivery:
 class DeliveryTarget:
     id: uuid.UUID
     url: str
-    status: Status
-    secrets: tuple[str, ...]
+    secrets: tuple[str, ...]  # the live ones: the current, and the previous during its grace
     basic_auth: str | None
 
 
@@ -153,3 +168,5 @@ class GaugeSnapshot:
     # The oldest due, unclaimed event of an Active registration: 0 while workers keep up.
     delivery_lag_seconds: float
     registrations_by_status: dict[str, int]
+    # Registrations with delivery state, by breaker state (closed / open / half-open).
+    breakers: dict[str, int]

@@ -136,19 +136,25 @@ class RegistrationQueries(StoreBase):
         """
         async with self.pool.acquire() as conn:
             for _ in range(5):  # re-read when a concurrent change moved the status under us
-                current = await self._current_status(conn, registration_id, partner_id)
+                row = await conn.fetchrow(
+                    Q.get_registration_any_status, registration_id, partner_id
+                )
+                current = None if row is None else Status(row["status"])
                 if current is None or (current is Status.DELETED and trigger is Trigger.DELETE):
                     return None
-                new = next_status(current, trigger)  # raises TransitionRefused
+                # raises TransitionRefused
+                new = next_status(
+                    current, trigger, probe_owed=bool(row and row["paused_while_restarting"])
+                )
                 async with conn.transaction():
-                    row = await conn.fetchrow(
+                    moved = await conn.fetchrow(
                         Q.transition_registration,
                         registration_id,
                         partner_id,
                         [current.value],
                         new.value,
                     )
-                    if row is None:
+                    if moved is None:
                         continue
                     if new is Status.DELETED:
                         await conn.execute(Q.discard_queued_events, registration_id)
@@ -156,9 +162,15 @@ class RegistrationQueries(StoreBase):
                         if resend_failed:
                             await conn.execute(Q.requeue_failed_events, registration_id)
                         await conn.execute(Q.reorder_queue_for_restart, registration_id)
+                        await conn.execute(Q.ensure_ready_row, registration_id)
+                    # The delivery queue follows the status: woken, or parked.
+                    await conn.execute(
+                        Q.wake_registration, registration_id, new.value, trigger is Trigger.RESTART
+                    )
                     if new in (Status.ACTIVE, Status.RESTARTING):
                         await conn.execute(Q.notify_events)
-                    return registration_from_row(row)
+                    after = await conn.fetchrow(Q.get_registration, registration_id, partner_id)
+                    return registration_from_row(after or moved)  # Deleted: no longer listed
         raise TransitionRefused(current or Status.DELETED, trigger)
 
     async def rotate_secret(

@@ -15,6 +15,7 @@ class UpkeepQueries(StoreBase):
         async with self.pool.acquire() as conn:
             queue = await conn.fetch(Q.gauge_queue)
             regs = await conn.fetch(Q.gauge_registrations)
+            breakers = await conn.fetch(Q.gauge_breakers)
         by_status = {s.value: 0 for s in Status}
         by_status.update({r["status"]: r["n"] for r in regs})
         depth = {s.value: 0 for s in Status}
@@ -27,6 +28,8 @@ class UpkeepQueries(StoreBase):
             oldest_pending_age_seconds=oldest,
             delivery_lag_seconds=lag,
             registrations_by_status=by_status,
+            breakers={"closed": 0, "open": 0, "half-open": 0}
+            | {r["state"]: r["n"] for r in breakers},
         )
 
     async def purge_finished_events(self, retention_days: int, *, batch: int = 10000) -> int:
@@ -44,9 +47,6 @@ class UpkeepQueries(StoreBase):
     async def discard_orphaned_events(self) -> int:
         """Pending events of Deleted registrations that were in flight at delete time."""
         return int((await self.pool.execute(Q.discard_orphaned_events)).split()[-1])
-
-    async def release_stale_leases(self) -> int:
-        return int((await self.pool.execute(Q.release_stale_leases)).split()[-1])
 
     async def purge_idempotency_keys(self) -> int:
         return int((await self.pool.execute(Q.purge_idempotency_keys)).split()[-1])

@@ -7,6 +7,7 @@ import asyncpg
 from broker.domain.ids import uuid7
 from broker.domain.windows import Fold, WindowRules, window_closes
 from broker.store.base import StoreBase
+from broker.store.delivery import insert_event_objects
 from broker.store.queries import Q
 from broker.store.records import (
     WindowCloseResult,
@@ -86,13 +87,13 @@ class WindowQueries(StoreBase):
             r["id"] for r in await conn.fetch(Q.matching_registrations, partner_id, event_name)
         ]
         if registrations:
-            await conn.execute(
-                Q.insert_events,
-                [uuid7() for _ in registrations],
-                partner_id,
-                event_name,
-                fold.resources,
-                registrations,
+            await insert_event_objects(
+                conn,
+                partner_id=partner_id,
+                event_name=event_name,
+                resources=fold.resources,
+                registration_ids=registrations,
+                event_ids=[uuid7() for _ in registrations],
             )
         return len(registrations)
 

@@ -1,8 +1,10 @@
 """Delivery workers: claim due event objects, POST them signed, record what happened.
 
 One loop claims batches (``FOR UPDATE SKIP LOCKED`` plus a lease) as long as it has free slots;
-each claimed event is sent by its own task, bounded by a global in-flight limit (the claim query
-bounds each registration's share, so one slow partner cannot take every slot). Results go to a
+each claimed event is sent by its own task. The slots are split in two lanes: registrations that
+failed recently are claimed only into a bounded slow lane, so the rest always find room; the
+claim query bounds each registration's share (adaptive concurrency, circuit breaker), so one slow
+partner cannot take every slot. Results go to a
 buffer that a flusher writes in one transaction per batch. NOTIFY wakes the claimer; the poll
 interval is the safety net. If this process dies, its leases expire and the events are claimed
 again: a redelivery, never a loss.
@@ -35,9 +37,8 @@ log = logging.getLogger(__name__)
 
 # Errors about the data itself (SQLSTATE classes 22 and 23): the same write fails every time.
 REFUSED_DATA = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
-# While busy, Restarting registrations are looked at no more often than this (their claim is a
-# second statement per claim); at once whenever a NOTIFY (e.g. a restart) wakes the worker.
-PROBE_CLAIM_INTERVAL = 0.25
+# The slow lane gets 1/SLOW_LANE_SHARE of a worker's slots.
+SLOW_LANE_SHARE = 4
 
 
 def worker_name() -> str:
@@ -56,43 +57,51 @@ class DeliveryWorker:
         self._results: list[DeliveryResult] = []
         self._results_ready = asyncio.Event()
         self._recorded = asyncio.Event()  # results written: their leases no longer count
-        self._probe_due = 0.0
+        # Slots: a bounded share for registrations that failed recently (the slow lane), the
+        # rest reserved for the ones in good health (see broker.domain.isolation).
+        total = settings.delivery_concurrency
+        self._slow_slots = max(1, total // SLOW_LANE_SHARE) if total > 1 else 1
+        self._fast_slots = max(total - self._slow_slots, 1)
+        self._in_lane = {False: 0, True: 0}
         self._flusher: asyncio.Task[None] | None = None
 
     @property
     def in_flight(self) -> int:
         return len(self._inflight)
 
+    def _has_room(self) -> bool:
+        return self._in_lane[False] < self._fast_slots or self._in_lane[True] < self._slow_slots
+
     # ------------------------------------------------------------------ claiming
 
-    async def claim_once(self, *, probes: bool = True) -> int:
-        """Claim what fits in the free slots and start sending it; returns the number claimed.
-
-        ``probes=False`` leaves Restarting registrations for a later claim (one statement less).
-        """
-        free = self._settings.delivery_concurrency - len(self._inflight)
-        if free <= 0:
+    async def claim_once(self) -> int:
+        """Claim what fits in the free slots of each lane and start sending it; returns the
+        number claimed."""
+        fast_free = max(self._fast_slots - self._in_lane[False], 0)
+        slow_free = max(self._slow_slots - self._in_lane[True], 0)
+        if fast_free + slow_free == 0:
             return 0
-        if probes:
-            self._probe_due = asyncio.get_running_loop().time() + PROBE_CLAIM_INTERVAL
         claimed = await self._store.claim_deliveries(
-            limit=min(free, self._settings.delivery_batch_size),
+            limit=min(fast_free + slow_free, self._settings.delivery_batch_size),
             per_registration=self._settings.delivery_per_registration,
             lease_seconds=self._settings.lease_seconds,
             worker_id=self.name,
-            probes=probes,
+            fast_slots=fast_free,
+            slow_slots=slow_free,
         )
         if not claimed:
             return 0
         for item in claimed:
             task = asyncio.create_task(self._deliver(item))
             self._inflight[item.id] = task
-            task.add_done_callback(self._on_done(item.id))
+            self._in_lane[item.slow] += 1
+            task.add_done_callback(self._on_done(item.id, item.slow))
         return len(claimed)
 
-    def _on_done(self, event_id: uuid.UUID) -> Callable[[asyncio.Task[None]], None]:
+    def _on_done(self, event_id: uuid.UUID, slow: bool) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:
             self._inflight.pop(event_id, None)
+            self._in_lane[slow] -= 1
             self._slot_freed.set()
 
         return done
@@ -171,7 +180,9 @@ class DeliveryWorker:
             return 0
         batch, self._results = self._results, []
         try:
-            moved = await self._store.record_results(batch)
+            moved = await self._store.record_results(
+                batch, per_registration=self._settings.delivery_per_registration
+            )
         except REFUSED_DATA as exc:
             moved = await self._record_one_by_one(batch, exc)
         except BaseException:
@@ -192,7 +203,9 @@ class DeliveryWorker:
         moved: list[tuple[uuid.UUID, Status]] = []
         for i, result in enumerate(batch):
             try:
-                moved += await self._store.record_results([result])
+                moved += await self._store.record_results(
+                    [result], per_registration=self._settings.delivery_per_registration
+                )
             except REFUSED_DATA as refused:
                 log.error(
                     "dropping the result of event %s attempt %d (%r); it will be redelivered",
@@ -228,16 +241,11 @@ class DeliveryWorker:
         self._flusher = asyncio.create_task(self._flush_loop(), name="delivery-flush")
         backoff = 0.5
         try:
-            loop = asyncio.get_running_loop()
             while not stop.is_set():
                 try:
-                    # A NOTIFY (new events, a restart) or the poll looks at everything; a claim
-                    # that only follows this worker's own progress skips the Restarting ones
-                    # unless PROBE_CLAIM_INTERVAL has passed.
-                    probes = self.wake.is_set() or loop.time() >= self._probe_due
                     self.wake.clear()
                     self._recorded.clear()
-                    claimed = await self.claim_once(probes=probes)
+                    claimed = await self.claim_once()
                     backoff = 0.5
                 except asyncio.CancelledError:
                     raise
@@ -247,11 +255,11 @@ class DeliveryWorker:
                     await wait_any(stop, self.wake, timeout=backoff)
                     backoff = min(backoff * 2, 10)
                     continue
-                if claimed and len(self._inflight) < self._settings.delivery_concurrency:
+                if claimed and self._has_room():
                     continue  # there may be more due right now
                 self._slot_freed.clear()
                 waits = [stop, self.wake, self._recorded]
-                if len(self._inflight) >= self._settings.delivery_concurrency:
+                if not self._has_room():
                     waits = [stop, self._slot_freed]
                 await wait_any(*waits, timeout=self._settings.poll_interval_seconds)
         finally:

@@ -15,3 +15,5 @@ async def refresh_gauges(store: Store) -> None:
     metrics.DELIVERY_LAG.set(snapshot.delivery_lag_seconds)
     for status, count in snapshot.registrations_by_status.items():
         metrics.REGISTRATIONS_BY_STATUS.labels(status=status).set(count)
+    for state, count in snapshot.breakers.items():
+        metrics.BREAKERS.labels(state=state).set(count)

@@ -49,12 +49,6 @@ class Housekeeping:
     async def drop_expired_secrets(self) -> int:
         return await self._store.drop_expired_secrets()
 
-    async def release_stale_leases(self) -> int:
-        released = await self._store.release_stale_leases()
-        if released:
-            log.info("released %d stale delivery leases", released)
-        return released
-
     async def purge_idempotency_keys(self) -> int:
         return await self._store.purge_idempotency_keys()
 
@@ -77,7 +71,6 @@ class Housekeeping:
         jobs = (
             (self.purge_retention, 3600),
             (self.drop_expired_secrets, 60),
-            (self.release_stale_leases, 60),
             (self.discard_orphaned_events, 300),
             (self.purge_idempotency_keys, 3600),
         )

@@ -114,7 +114,7 @@ async def test_sigterm_drains_a_worker_without_losing_or_repeating(brokers, db_u
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             leases = await db.fetch(
-                "SELECT id, locked_by FROM events WHERE locked_until > now() AND status = 'Pending'"
+                "SELECT event_id AS id, locked_by FROM delivery_queue WHERE locked_until > now()"
             )
             if len(leases) >= 4 and len(receiver.unanswered()) >= 2:
                 break
@@ -139,7 +139,8 @@ async def test_sigterm_drains_a_worker_without_losing_or_repeating(brokers, db_u
         claimed_late: set[str] = set()
         while victim.running and time.monotonic() - started < 20:
             rows = await db.fetch(
-                "SELECT id FROM events WHERE locked_by LIKE $1 AND created_at > $2",
+                "SELECT event_id AS id FROM delivery_queue WHERE locked_by LIKE $1"
+                " AND created_at > $2",
                 f"%:{victim.pid}:%",
                 sigterm_at,
             )

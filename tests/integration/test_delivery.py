@@ -195,8 +195,12 @@ async def test_retries_follow_the_schedule_then_fail_the_event_and_suspend(
     # Exhausted means exhausted: nothing more is attempted.
     await asyncio.sleep(1.0)
     assert len(receiver.received) == 3
-    row = await db.fetchrow("SELECT status, locked_until FROM events WHERE id = $1::uuid", event_id)
-    assert (row["status"], row["locked_until"]) == ("Failed", None)
+    assert await db.fetchval("SELECT status FROM events WHERE id = $1::uuid", event_id) == "Failed"
+    # A finished event leaves the delivery queue.
+    assert (
+        await db.fetchval("SELECT count(*) FROM delivery_queue WHERE event_id = $1::uuid", event_id)
+        == 0
+    )
 
 
 async def test_a_success_resets_the_failure_count(make_client, receiver):
@@ -449,10 +453,9 @@ async def test_deleting_a_registration_mid_delivery_does_not_jam_recording(
     assert second.json()["eventName"] == "Core.Card.Issued"
     await wait_status(world, second.json()["id"], "Success", timeout=5)
     # The in-flight event is gone, or kept with its attempt recorded: never stuck mid-air.
-    row = await db.fetchrow(
-        "SELECT status, locked_until FROM events WHERE id = $1::uuid", first.json()["id"]
-    )
-    assert row is None or (row["status"] != "Pending" and row["locked_until"] is None)
+    row = await db.fetchrow("SELECT status FROM events WHERE id = $1::uuid", first.json()["id"])
+    assert row is None or row["status"] != "Pending"
+    assert await db.fetchval("SELECT count(*) FROM delivery_queue") == 0
 
 
 # ---------------------------------------------------------------------- who is attempted
@@ -813,7 +816,11 @@ async def test_a_worker_killed_mid_delivery_is_redelivered_by_another(
     finally:
         await _stop(proc)
     event_id = first.json()["id"]
-    row = await db.fetchrow("SELECT status, locked_until FROM events WHERE id = $1::uuid", event_id)
+    row = await db.fetchrow(
+        "SELECT e.status, q.locked_until FROM events e JOIN delivery_queue q ON q.event_id = e.id"
+        " WHERE e.id = $1::uuid",
+        event_id,
+    )
     assert row["status"] == "Pending" and row["locked_until"] is not None
     await make_client(
         workers=True, window_min_seconds=0.3, window_max_seconds=1.0, delivery_timeout_seconds=3

@@ -477,6 +477,15 @@ async def test_per_registration_cap_holds_across_concurrent_claimers(db_url, db)
                 partner,
                 registration,
             )
+            await db.execute(  # queued: what the window close does with them
+                "INSERT INTO delivery_queue (event_id, registration_id, created_at,"
+                " next_attempt_at) SELECT id, registration_id, created_at, created_at FROM events"
+            )
+            await db.execute(
+                "INSERT INTO delivery_ready (registration_id, next_due_at) VALUES ($1, now())"
+                " ON CONFLICT (registration_id) DO UPDATE SET next_due_at = now(), in_flight = 0",
+                registration,
+            )
             claims = await asyncio.gather(
                 *(
                     store.claim_deliveries(

@@ -578,9 +578,12 @@ async def test_delete_during_an_attempt_does_not_jam_delivery(make_client, recei
 
     async def settled() -> bool:
         row = await db.fetchrow(
-            "SELECT status, locked_until FROM events WHERE id = $1", uuid.UUID(in_flight["id"])
+            "SELECT status FROM events WHERE id = $1", uuid.UUID(in_flight["id"])
         )
-        return row is None or (row["status"] == "Success" and row["locked_until"] is None)
+        queued = await db.fetchval(
+            "SELECT count(*) FROM delivery_queue WHERE event_id = $1", uuid.UUID(in_flight["id"])
+        )
+        return row is None or (row["status"] == "Success" and queued == 0)
 
     await wait_until(settled)
     assert (
@@ -818,6 +821,13 @@ async def _insert_event(
            VALUES ($1, 1, now(), 5)""",
         event_id,
     )
+    if status == "Pending":  # queued: its delivery state lives in delivery_queue
+        await db.execute(
+            """INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at,
+                                           attempt_count)
+               SELECT id, registration_id, created_at, created_at, 1 FROM events WHERE id = $1""",
+            event_id,
+        )
     return event_id
 
 
@@ -835,11 +845,13 @@ async def test_housekeeping_jobs(make_client, receiver, db, db_url):
     stale = await _insert_event(db, world, rid, "Pending")
     live = await _insert_event(db, world, rid, "Pending")
     await db.execute(
-        "UPDATE events SET locked_until = now() - interval '2 minutes', locked_by = 'dead' WHERE id = $1",
+        "UPDATE delivery_queue SET locked_until = now() - interval '2 minutes', locked_by = 'dead'"
+        " WHERE event_id = $1",
         stale,
     )
     await db.execute(
-        "UPDATE events SET locked_until = now() + interval '2 minutes', locked_by = 'alive' WHERE id = $1",
+        "UPDATE delivery_queue SET locked_until = now() + interval '2 minutes', locked_by = 'alive'"
+        " WHERE event_id = $1",
         live,
     )
     expiring = await world.register(script.url("ok"))
@@ -881,23 +893,15 @@ async def test_housekeeping_jobs(make_client, receiver, db, db_url):
         assert secrets[expiring["id"]] is None
         assert secrets[graced["id"]] is not None
 
-        assert await housekeeping.release_stale_leases() == 1
-        locks = {
-            r["id"]: r["locked_by"] for r in await db.fetch("SELECT id, locked_by FROM events")
-        }
-        assert locks[stale] is None
-        assert locks[live] == "alive"
-        assert (await db.fetchrow("SELECT status FROM events WHERE id = $1", stale))[
-            "status"
-        ] == "Pending"
-
         # A Deleted registration's queued events whose attempt was in flight at delete time
         # are discarded once their lease is over.
         assert (await call(world, rid, "delete")).status == 204
         assert {r["id"] for r in await db.fetch("SELECT id FROM events")} == {recent, live}
         assert await housekeeping.discard_orphaned_events() == 0  # its attempt may be in flight
         await db.execute(
-            "UPDATE events SET locked_until = now() - interval '2 minutes' WHERE id = $1", live
+            "UPDATE delivery_queue SET locked_until = now() - interval '2 minutes'"
+            " WHERE event_id = $1",
+            live,
         )
         assert await housekeeping.discard_orphaned_events() == 1
         assert {r["id"] for r in await db.fetch("SELECT id FROM events")} == {recent}
@@ -930,7 +934,6 @@ async def test_housekeeping_scheduler_starts_runs_and_stops_cleanly(
             assert set(housekeeping.job_names) == {
                 "purge_retention",
                 "drop_expired_secrets",
-                "release_stale_leases",
                 "discard_orphaned_events",
                 "purge_idempotency_keys",
             }

@@ -154,10 +154,14 @@ async def test_delivery_lag_shows_due_work_no_worker_has_claimed(client, receive
     world = await make_world(client)
     reg = await world.register(receiver.url)
     await db.execute(
-        """INSERT INTO events (id, partner_id, registration_id, event_name, resources,
-                               next_attempt_at, created_at)
-           VALUES (gen_random_uuid(), $1::uuid, $2::uuid, 'Core.Account.Opened', '{}',
-                   now() - interval '5 seconds', now() - interval '6 seconds')""",
+        """WITH e AS (
+               INSERT INTO events (id, partner_id, registration_id, event_name, resources,
+                                   created_at)
+               VALUES (gen_random_uuid(), $1::uuid, $2::uuid, 'Core.Account.Opened', '{}',
+                       now() - interval '6 seconds')
+               RETURNING id, registration_id, created_at)
+           INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at)
+           SELECT id, registration_id, created_at, now() - interval '5 seconds' FROM e""",
         world.partner_id,
         reg["id"],
     )

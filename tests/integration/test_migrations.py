@@ -189,3 +189,80 @@ async def test_0004_upgrades_windows_and_history_in_place(conn, tmp_path: Path):
         "events_partner_registration_name_status_created",
     } <= indexes
     assert not {"events_partner_created", "events_partner_name_created"} & indexes
+
+
+async def test_0002_moves_pending_events_and_their_counters_into_the_delivery_queue(
+    conn, tmp_path: Path
+):
+    """A database made by the previous release upgrades in place: its Pending events, with their
+    attempt counters, due times and leases, become delivery_queue rows; each registration with
+    queued work gets a ready row (parked when it may not be attempted)."""
+    from broker.store.db import MIGRATIONS_DIR
+
+    (tmp_path / "0001_initial.sql").write_text((MIGRATIONS_DIR / "0001_initial.sql").read_text())
+    await migrate(conn, tmp_path)
+    partner, active, suspended = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'p')", partner)
+    for reg, status in ((active, "Active"), (suspended, "Suspended")):
+        await conn.execute(
+            "INSERT INTO registrations (id, partner_id, url, event_types, status, secret)"
+            " VALUES ($1, $2, 'https://example.com/h', '{*}', $3, 'whsec_x')",
+            reg,
+            partner,
+            status,
+        )
+    retrying, leased, parked, done = (uuid.uuid4() for _ in range(4))
+    rows = (
+        (retrying, active, "Pending", 2, 2, "now() + interval '30 seconds'", "NULL", "NULL"),
+        (leased, active, "Pending", 1, 1, "now() - interval '1 minute'",
+         "now() + interval '1 minute'", "'w1'"),
+        (parked, suspended, "Pending", 3, 0, "now() - interval '1 hour'", "NULL", "NULL"),
+        (done, active, "Success", 1, 1, "now()", "NULL", "NULL"),
+    )  # fmt: skip
+    for event_id, reg, status, attempts, rounds, due, locked_until, locked_by in rows:
+        await conn.execute(
+            "INSERT INTO events (id, partner_id, registration_id, event_name, resources, status,"
+            " attempt_count, round_attempts, next_attempt_at, locked_until, locked_by,"
+            " last_attempted_at)"
+            f" VALUES ($1, $2, $3, 'E', '{{r}}', $4, $5, $6, {due}, {locked_until}, {locked_by},"
+            " now() - interval '2 minutes')",
+            event_id,
+            partner,
+            reg,
+            status,
+            attempts,
+            rounds,
+        )
+    await conn.execute(
+        "INSERT INTO attempts (event_id, attempt_number, attempted_at, duration_ms)"
+        " VALUES ($1, 1, now(), 3)",
+        done,
+    )
+
+    assert await migrate(conn) == [m.name for m in load_migrations()[1:]]
+
+    queue = {
+        r["event_id"]: r
+        for r in await conn.fetch(
+            "SELECT q.*, q.next_attempt_at > now() AS in_future FROM delivery_queue q"
+        )
+    }
+    assert set(queue) == {retrying, leased, parked}  # Success is history only
+    assert (queue[retrying]["attempt_count"], queue[retrying]["round_attempts"]) == (2, 2)
+    assert queue[retrying]["in_future"] and queue[retrying]["locked_until"] is None
+    assert queue[leased]["locked_by"] == "w1" and queue[leased]["locked_until"] is not None
+    assert (queue[parked]["attempt_count"], queue[parked]["registration_id"]) == (3, suspended)
+    ready = {
+        r["registration_id"]: r
+        for r in await conn.fetch(
+            "SELECT registration_id, in_flight, next_due_at = 'infinity' AS parked"
+            " FROM delivery_ready"
+        )
+    }
+    assert ready[active]["in_flight"] == 1 and not ready[active]["parked"]
+    assert ready[suspended]["in_flight"] == 0 and ready[suspended]["parked"]
+    # History keeps what partners page through; the queue columns are gone from it.
+    kept = await conn.fetchrow("SELECT * FROM events WHERE id = $1", done)
+    assert (kept["status"], kept["attempt_count"]) == ("Success", 1)
+    assert "locked_until" not in dict(kept) and "next_attempt_at" not in dict(kept)
+    assert await conn.fetchval("SELECT count(*) FROM attempts") == 1

@@ -548,9 +548,13 @@ def test_response_schemas(doc: dict[str, Any]) -> None:
         "lastFailureAt": stamp,
         "createdAt": stamp,
         "updatedAt": stamp,
+        "breaker": {"state": "closed", "openedAt": None, "nextProbeAt": None},
     }
     assert validator(doc, "Registration").is_valid(reg)
     assert not validator(doc, "Registration").is_valid({**reg, "status": "Gone"})
+    assert not validator(doc, "Registration").is_valid(
+        {**reg, "breaker": {"state": "tripped", "openedAt": None, "nextProbeAt": None}}
+    )
     assert not validator(doc, "RegistrationCreated").is_valid(reg)
     assert validator(doc, "RegistrationCreated").is_valid({**reg, "secret": "whsec_abc"})
     attempt = {

@@ -305,6 +305,14 @@
     "rotate-secret": "Rotate secret", events: "Events", delete: "Delete",
   };
 
+  /** The delivery circuit breaker, shown only while it holds deliveries back (not a status). */
+  function breakerNote(breaker) {
+    if (!breaker || breaker.state === "closed") return null;
+    const title = breaker.nextProbeAt ? `next probe ${breaker.nextProbeAt}` : "";
+    return el("span", { className: `badge breaker-${breaker.state}`, attrs: { title } },
+      `breaker ${breaker.state}`);
+  }
+
   function buildRegistrationRow(reg) {
     const urlId = `reg-url-${reg.id}`;
     const status = String(reg.status || "");
@@ -314,7 +322,7 @@
         el("span", { id: urlId, className: "url" }, reg.url || ""),
         reg.description ? el("span", { className: "description" }, reg.description) : null),
       el("td", {}, el("ul", { className: "tags" }, types.map((t) => el("li", {}, el("code", {}, t))))),
-      el("td", {}, badge("status", status)),
+      el("td", {}, badge("status", status), breakerNote(reg.breaker)),
       el("td", { className: "num" }, String(reg.failureCount ?? 0)),
       el("td", {}, timeEl(reg.lastSuccessAt)),
       el("td", {}, timeEl(reg.lastFailureAt)),

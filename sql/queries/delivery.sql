@@ -1,0 +1,385 @@
+-- Delivery: event objects enter delivery_queue, workers claim them through delivery_ready and
+-- record what each attempt did. See sql/migrations/0002_delivery_queue.sql for the tables.
+
+-- name: insert_events
+-- A closed window's event objects ($1 ids, $5 their registrations): the history rows, their
+-- queue rows, and each registration's ready row, due now unless it may not be attempted (then
+-- it waits at 'infinity' until a restart or unpause wakes it). Ready rows are upserted in
+-- registration order, the order every writer of delivery_ready locks them in.
+WITH ev AS (
+    INSERT INTO events (id, partner_id, registration_id, event_name, resources)
+    SELECT id, $2, reg, $3, $4::text[]
+    FROM unnest($1::uuid[], $5::uuid[]) AS t(id, reg)
+    RETURNING id, registration_id, created_at
+), queued AS (
+    INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at)
+    SELECT id, registration_id, created_at, created_at FROM ev
+)
+INSERT INTO delivery_ready AS d (registration_id, next_due_at)
+SELECT r.id, CASE WHEN r.status IN ('Active', 'Restarting') THEN now() ELSE 'infinity' END
+FROM registrations r WHERE r.id = ANY($5::uuid[])
+ORDER BY r.id
+ON CONFLICT (registration_id) DO UPDATE SET next_due_at = least(d.next_due_at, excluded.next_due_at);
+
+-- name: notify_events
+SELECT pg_notify('broker_events', '');
+
+-- name: claim_deliveries
+-- One statement, no cluster-wide lock. $1 ready rows to visit at most, $2 the per-registration
+-- cap, $3 lease seconds, $4 worker id, $5 / $6 free slots in the fast / slow lane.
+--
+-- ready: due registrations, earliest first, each locked (SKIP LOCKED: a registration another
+-- worker is claiming is simply passed over). A locked row is read in its latest committed
+-- version, so in_flight is exact: that is what keeps the per-registration cap across workers.
+-- room: how many new attempts it may start: none unless Active or Restarting; one probe for a
+-- Restarting registration or a breaker past its cool-down (half-open); otherwise its adaptive
+-- concurrency. Rows whose lease expired (their worker died) are claimed again without counting
+-- twice (relet). The lane cuts keep slow registrations inside their bounded share.
+-- The queue update touches only unindexed columns: a HOT update.
+WITH ready AS (
+    SELECT d.registration_id, d.in_flight, d.breaker_state, d.breaker_next_probe_at,
+           coalesce(d.slow_until > now(), false) AS slow, d.next_due_at,
+           r.status, r.updated_at AS target_version,
+           r.status IN ('Active', 'Restarting')
+               AND NOT (d.breaker_state = 'open' AND d.breaker_next_probe_at > now())
+               AS allowed,
+           CASE WHEN r.status = 'Restarting' OR d.breaker_state <> 'closed' THEN 1
+                ELSE least(d.concurrency, $2::int) END AS cap
+    FROM delivery_ready d JOIN registrations r ON r.id = d.registration_id
+    WHERE d.next_due_at <= now()
+    ORDER BY d.next_due_at
+    LIMIT $1
+    FOR UPDATE OF d SKIP LOCKED
+), cand AS (
+    SELECT ready.registration_id, ready.slow, ready.next_due_at, ready.status, c.event_id,
+           c.last_attempted_at, c.relet, c.next_attempt_at
+    FROM ready CROSS JOIN LATERAL (
+        SELECT q.event_id, q.last_attempted_at, q.next_attempt_at,
+               q.locked_until IS NOT NULL AS relet,
+               count(*) FILTER (WHERE q.locked_until IS NULL)
+                   OVER (ORDER BY q.next_attempt_at, q.created_at ROWS UNBOUNDED PRECEDING) AS nth
+        FROM delivery_queue q
+        WHERE q.registration_id = ready.registration_id AND q.next_attempt_at <= now()
+          AND (q.locked_until IS NULL OR q.locked_until < now())
+        ORDER BY q.next_attempt_at, q.created_at
+        LIMIT CASE WHEN ready.allowed THEN greatest(ready.cap - ready.in_flight, 0) + ready.in_flight
+                   ELSE 0 END
+    ) AS c
+    WHERE c.relet OR c.nth <= ready.cap - ready.in_flight
+), picked AS (
+    SELECT * FROM (
+        SELECT cand.*, row_number() OVER (PARTITION BY cand.slow
+                                          ORDER BY cand.next_due_at, cand.next_attempt_at) AS k
+        FROM cand
+    ) AS ranked
+    WHERE k <= CASE WHEN slow THEN $6::int ELSE $5::int END
+), claimed AS (
+    -- The lease condition is checked again on the row's latest version: a claim committed since
+    -- this statement's snapshot makes the row skipped, never claimed twice.
+    UPDATE delivery_queue q SET
+        locked_until = now() + make_interval(secs => $3::float8),
+        locked_by = $4,
+        attempt_count = q.attempt_count + 1,
+        -- A restart probe does not use up the event's retry schedule.
+        round_attempts = q.round_attempts + CASE WHEN p.status = 'Restarting' THEN 0 ELSE 1 END,
+        last_attempted_at = now()
+    FROM picked p
+    WHERE q.event_id = p.event_id AND (q.locked_until IS NULL OR q.locked_until < now())
+    RETURNING q.event_id, q.registration_id, q.attempt_count, q.round_attempts,
+              q.last_attempted_at AS attempted_at, p.last_attempted_at AS previous_attempted_at,
+              p.relet, p.slow, p.status
+), counted AS (
+    SELECT registration_id, count(*) AS n, count(*) FILTER (WHERE NOT relet) AS fresh
+    FROM claimed GROUP BY registration_id
+), moved AS (
+    -- When to look at each visited registration again: never while it may not be attempted
+    -- (a restart or unpause wakes it), at the breaker's next probe, when its leases expire while
+    -- it is at its cap (a recorded result wakes it sooner), or else at its next unleased row,
+    -- but not before now: a registration just served goes behind those that have been waiting.
+    UPDATE delivery_ready d SET
+        in_flight = d.in_flight + coalesce(c.fresh, 0),
+        breaker_state = CASE WHEN d.breaker_state = 'open' AND c.n > 0 THEN 'half-open'
+                             ELSE d.breaker_state END,
+        next_due_at = CASE
+            WHEN ready.status NOT IN ('Active', 'Restarting') THEN 'infinity'
+            WHEN NOT ready.allowed THEN d.breaker_next_probe_at
+            WHEN d.in_flight + coalesce(c.fresh, 0) >= ready.cap
+                 OR (nxt.at IS NULL AND d.in_flight + coalesce(c.fresh, 0) > 0)
+                THEN now() + make_interval(secs => $3::float8)
+            WHEN nxt.at IS NULL THEN 'infinity'
+            ELSE greatest(nxt.at, now()) END
+    FROM ready
+    LEFT JOIN counted c ON c.registration_id = ready.registration_id
+    LEFT JOIN LATERAL (
+        SELECT q.next_attempt_at AS at FROM delivery_queue q
+        WHERE q.registration_id = ready.registration_id
+          AND (q.locked_until IS NULL OR q.locked_until < now())
+          AND NOT EXISTS (SELECT 1 FROM picked p WHERE p.event_id = q.event_id)
+        ORDER BY q.next_attempt_at, q.created_at
+        LIMIT 1
+    ) AS nxt ON true
+    WHERE d.registration_id = ready.registration_id
+)
+SELECT c.event_id AS id, e.partner_id, c.registration_id, e.event_name, e.resources,
+       e.created_at, c.previous_attempted_at, c.attempt_count, c.round_attempts, c.attempted_at,
+       c.status = 'Restarting' AS probe, c.slow, c.status AS registration_status,
+       ready.target_version
+FROM claimed c JOIN events e ON e.id = c.event_id
+JOIN ready ON ready.registration_id = c.registration_id;
+
+-- name: delivery_targets
+-- Where to send, per registration: url, live secrets, basic auth, and the version (updated_at)
+-- the worker caches them under. The one place the delivery path reads secrets.
+SELECT id, url, secret, basic_auth, previous_secret, previous_secret_expires_at, updated_at
+FROM registrations WHERE id = ANY($1::uuid[]);
+
+-- name: record_lost_attempts
+-- Claimed rows whose previous attempt has no row: the worker that made it stopped before
+-- recording a result and its lease ran out. "Every attempt is recorded", so that attempt is
+-- written now as a placeholder, outcome unknown; if the real result arrives late it replaces
+-- the placeholder (insert_attempts). $1 event ids, $2 the previous attempt's number, $3 its
+-- start.
+INSERT INTO attempts (event_id, attempt_number, attempted_at, duration_ms, response_status,
+                      error, response_body, placeholder)
+SELECT t.id, t.n, t.at, 0, NULL,
+       'no result was recorded: the worker stopped during this attempt and its lease expired',
+       NULL, true
+FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS t(id, n, at)
+WHERE t.n >= 1 AND t.at IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.event_id = t.id AND a.attempt_number = t.n)
+ON CONFLICT (event_id, attempt_number) DO NOTHING;
+
+-- name: lock_for_results
+-- The first statement of recording a batch: the registrations and their ready rows, locked in
+-- id order (every writer of several registrations locks them in that order, so workers never
+-- deadlock), read in their current state.
+SELECT r.id, r.status, d.in_flight, d.concurrency, d.slow_until, d.breaker_state,
+       d.breaker_failures, d.breaker_opened_at, d.breaker_next_probe_at, now() AS db_now
+FROM registrations r JOIN delivery_ready d ON d.registration_id = r.id
+WHERE r.id = ANY($1::uuid[])
+ORDER BY r.id
+FOR NO KEY UPDATE OF r FOR UPDATE OF d;
+
+-- name: finish_attempts
+-- A batch of results in one statement: every attempt row (a real result replaces the
+-- placeholder of the same attempt), then the queue rows. Guarded by attempt_count and the
+-- lease: a stale result (the lease expired and the row was claimed again) or one written twice
+-- (a flush retried after a lost COMMIT answer) changes no state. A final outcome deletes the
+-- queue row unless a resend reset the round meanwhile (round_attempts went down): then the row
+-- stays, due for its new round. The history row is written once per outcome. RETURNING: the
+-- results that applied, which alone may move the registration.
+WITH t AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int[],
+                         $6::timestamptz[], $7::int[], $8::int[], $9::text[], $10::text[])
+        AS t(id, n, status, next_attempt_at, round_attempts, attempted_at, duration_ms,
+             response_status, error, response_body)
+), att AS (
+    INSERT INTO attempts AS a (event_id, attempt_number, attempted_at, duration_ms,
+                               response_status, error, response_body)
+    SELECT id, n, attempted_at, duration_ms, response_status, error, response_body FROM t
+    ON CONFLICT (event_id, attempt_number) DO UPDATE SET
+        duration_ms = excluded.duration_ms, response_status = excluded.response_status,
+        error = excluded.error, response_body = excluded.response_body, placeholder = false
+    WHERE a.placeholder
+), done AS (
+    DELETE FROM delivery_queue q USING t
+    WHERE q.event_id = t.id AND q.attempt_count = t.n AND q.locked_until IS NOT NULL
+      AND t.status <> 'Pending' AND q.round_attempts >= t.round_attempts
+    RETURNING q.event_id, t.status
+), kept AS (
+    UPDATE delivery_queue q SET
+        next_attempt_at = CASE WHEN q.round_attempts < t.round_attempts THEN q.next_attempt_at
+                               ELSE coalesce(t.next_attempt_at, q.next_attempt_at) END,
+        round_attempts = least(q.round_attempts, t.round_attempts),
+        locked_until = NULL,
+        locked_by = NULL
+    FROM t
+    WHERE q.event_id = t.id AND q.attempt_count = t.n AND q.locked_until IS NOT NULL
+      AND (t.status = 'Pending' OR q.round_attempts < t.round_attempts)
+    RETURNING q.event_id, 'Pending'::text AS status
+), applied AS (
+    SELECT * FROM done UNION ALL SELECT * FROM kept
+), history AS (
+    UPDATE events e SET
+        status = a.status,
+        attempt_count = greatest(e.attempt_count, t.n),
+        last_attempted_at = greatest(e.last_attempted_at, t.attempted_at)
+    FROM applied a JOIN t ON t.id = a.event_id
+    WHERE e.id = a.event_id
+)
+SELECT event_id AS id FROM applied;
+
+-- name: set_registration_status
+-- A worker-driven status change, decided under lock_for_results (so it cannot race a partner's
+-- change: that one waits for the lock, then re-reads).
+UPDATE registrations r SET status = t.new_status, updated_at = now(),
+                           paused_while_restarting = false
+FROM unnest($1::uuid[], $2::text[]) AS t(id, new_status)
+WHERE r.id = t.id;
+
+-- name: record_registration_outcomes
+-- Per registration, under lock_for_results: consecutive failures since the last success, the
+-- latest success and failure times, and its delivery state: leases returned, adaptive
+-- concurrency, slow lane, breaker (decided by broker.domain.isolation), and when it is due next
+-- (now, unless it may not be attempted or its breaker is open: the claim then works out the
+-- exact time).
+WITH t AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::timestamptz[], $5::timestamptz[],
+                         $6::int[], $7::int[], $8::timestamptz[], $9::text[], $10::int[],
+                         $11::timestamptz[], $12::timestamptz[])
+        AS t(id, failures_after_success, had_success, last_success_at, last_failure_at,
+             returned, concurrency, slow_until, breaker_state, breaker_failures,
+             breaker_opened_at, breaker_next_probe_at)
+), reg AS (
+    UPDATE registrations r SET
+        failure_count = CASE WHEN t.had_success THEN t.failures_after_success
+                             ELSE r.failure_count + t.failures_after_success END,
+        last_success_at = greatest(r.last_success_at, t.last_success_at),
+        last_failure_at = greatest(r.last_failure_at, t.last_failure_at)
+    FROM t WHERE r.id = t.id
+    RETURNING r.id, r.status
+)
+UPDATE delivery_ready d SET
+    in_flight = greatest(d.in_flight - t.returned, 0),
+    concurrency = t.concurrency,
+    slow_until = t.slow_until,
+    breaker_state = t.breaker_state,
+    breaker_failures = t.breaker_failures,
+    breaker_opened_at = t.breaker_opened_at,
+    breaker_next_probe_at = t.breaker_next_probe_at,
+    next_due_at = CASE WHEN reg.status NOT IN ('Active', 'Restarting') THEN 'infinity'
+                       WHEN t.breaker_state = 'open' THEN t.breaker_next_probe_at
+                       ELSE least(d.next_due_at, now()) END
+FROM t JOIN reg ON reg.id = t.id
+WHERE d.registration_id = t.id;
+
+-- name: release_leases
+-- A draining worker hands back the claims it could not finish. Their attempts may have reached
+-- the receiver, so they stay counted (a placeholder attempt row records them, outcome unknown)
+-- and the rows are due again at once.
+WITH freed AS (
+    UPDATE delivery_queue q SET locked_until = NULL, locked_by = NULL
+    WHERE q.event_id = ANY($1::uuid[]) AND q.locked_by = $2 AND q.locked_until IS NOT NULL
+    RETURNING q.event_id, q.registration_id, q.attempt_count, q.last_attempted_at
+), lost AS (
+    INSERT INTO attempts (event_id, attempt_number, attempted_at, duration_ms, response_status,
+                          error, response_body, placeholder)
+    SELECT event_id, attempt_count, last_attempted_at, 0, NULL,
+           'no result was recorded: the worker shut down during this attempt', NULL, true
+    FROM freed
+    ON CONFLICT (event_id, attempt_number) DO NOTHING
+), per_registration AS (
+    SELECT registration_id, count(*) AS n FROM freed GROUP BY registration_id
+)
+UPDATE delivery_ready d SET in_flight = greatest(d.in_flight - p.n, 0),
+                            next_due_at = least(d.next_due_at, now())
+FROM (SELECT * FROM per_registration ORDER BY registration_id) AS p
+WHERE d.registration_id = p.registration_id;
+
+-- name: wake_registration
+-- After a partner's status change: due now if it may be attempted, otherwise parked. A restart
+-- also closes its breaker (the partner says the endpoint is fixed).
+UPDATE delivery_ready SET
+    next_due_at = CASE WHEN $2 IN ('Active', 'Restarting') THEN now() ELSE 'infinity' END,
+    breaker_state = CASE WHEN $3 THEN 'closed' ELSE breaker_state END,
+    breaker_failures = CASE WHEN $3 THEN 0 ELSE breaker_failures END,
+    breaker_opened_at = CASE WHEN $3 THEN NULL ELSE breaker_opened_at END,
+    breaker_next_probe_at = CASE WHEN $3 THEN NULL ELSE breaker_next_probe_at END
+WHERE registration_id = $1;
+
+-- name: requeue_event
+-- Resend/replay: the event gets a new round of attempts. Its queue row is made (or, when still
+-- queued, reset; a live lease is kept, so an attempt in flight finishes first and
+-- finish_attempts then sees the reset round). test.event rows never enter the queue.
+-- The registration's ready row is woken, or parked when it may not be attempted: a Suspended
+-- or Paused registration's event waits, Pending, until restart or unpause.
+WITH ev AS (
+    UPDATE events e SET status = 'Pending'
+    FROM registrations r
+    WHERE e.id = ANY($1::uuid[]) AND r.id = e.registration_id AND r.status <> 'Deleted'
+      AND e.event_name <> 'test.event'
+    RETURNING e.id, e.registration_id, e.created_at, e.attempt_count, e.last_attempted_at,
+              r.status
+), queued AS (
+    INSERT INTO delivery_queue AS q (event_id, registration_id, created_at, next_attempt_at,
+                                     attempt_count, last_attempted_at)
+    SELECT id, registration_id, created_at, $2::timestamptz, attempt_count, last_attempted_at
+    FROM ev
+    ON CONFLICT (event_id) DO UPDATE SET round_attempts = 0, next_attempt_at = $2::timestamptz
+), ready AS (
+    INSERT INTO delivery_ready AS d (registration_id, next_due_at)
+    SELECT DISTINCT registration_id,
+           CASE WHEN status IN ('Active', 'Restarting') THEN now() ELSE 'infinity'::timestamptz END
+    FROM ev
+    ORDER BY registration_id
+    ON CONFLICT (registration_id) DO UPDATE SET
+        next_due_at = least(d.next_due_at, excluded.next_due_at)
+)
+SELECT id FROM ev;
+
+-- name: requeue_failed_events
+-- restart with resendFailed: every Failed event of the registration, test deliveries aside,
+-- queued again in creation order with the rest.
+WITH ev AS (
+    UPDATE events SET status = 'Pending'
+    WHERE registration_id = $1 AND status = 'Failed' AND event_name <> 'test.event'
+    RETURNING id, registration_id, created_at, attempt_count, last_attempted_at
+)
+INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at,
+                            attempt_count, last_attempted_at)
+SELECT id, registration_id, created_at, created_at, attempt_count, last_attempted_at FROM ev
+ON CONFLICT (event_id) DO NOTHING;
+
+-- name: ensure_ready_row
+-- A registration with queued rows has a ready row (a restart must find it).
+INSERT INTO delivery_ready (registration_id, next_due_at)
+SELECT $1, 'infinity' WHERE EXISTS (SELECT 1 FROM delivery_queue WHERE registration_id = $1)
+ON CONFLICT (registration_id) DO NOTHING;
+
+-- name: reorder_queue_for_restart
+-- On restart the whole queue is due at once and drains in creation order: the claim orders
+-- by (next_attempt_at, created_at), and a failed probe or a retry backoff from before the
+-- suspension would otherwise put an older event behind newer ones.
+UPDATE delivery_queue SET next_attempt_at = created_at
+WHERE registration_id = $1 AND next_attempt_at <> created_at;
+
+-- name: discard_queued_events
+-- A deleted registration's queued events are discarded; delivered and failed ones stay for
+-- the retention period. An event whose attempt may still be in flight (lease live, or expired
+-- less than a minute ago) is left alone: deleting it would make recording that attempt fail
+-- on the attempts -> events foreign key. discard_orphaned_events removes it later.
+DELETE FROM events WHERE id IN (
+    SELECT event_id FROM delivery_queue
+    WHERE registration_id = $1
+      AND (locked_until IS NULL OR locked_until < now() - interval '1 minute'));
+
+-- name: discard_orphaned_events
+-- Housekeeping: queued events of Deleted registrations left by discard_queued_events.
+DELETE FROM events WHERE id IN (
+    SELECT q.event_id FROM delivery_queue q JOIN registrations r ON r.id = q.registration_id
+    WHERE r.status = 'Deleted'
+      AND (q.locked_until IS NULL OR q.locked_until < now() - interval '1 minute'));
+
+-- name: gauge_queue
+-- Queued event objects per status of their registration (a Suspended or Paused registration's
+-- queue waits by design). due_lag: how long the oldest due, unleased row has waited for a
+-- worker.
+SELECT r.status AS registration_status,
+       count(*) AS depth,
+       coalesce(extract(epoch FROM now() - min(q.created_at)), 0)::float8 AS oldest_age,
+       coalesce(extract(epoch FROM now() - min(q.next_attempt_at) FILTER (
+           WHERE q.next_attempt_at <= now()
+             AND (q.locked_until IS NULL OR q.locked_until < now()))), 0)::float8 AS due_lag
+FROM delivery_queue q JOIN registrations r ON r.id = q.registration_id
+GROUP BY r.status;
+
+-- name: gauge_breakers
+SELECT breaker_state AS state, count(*) AS n FROM delivery_ready GROUP BY breaker_state;
+
+-- name: insert_attempts
+-- Attempts recorded outside a claim (test deliveries).
+INSERT INTO attempts (event_id, attempt_number, attempted_at, duration_ms, response_status,
+                      error, response_body)
+SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
+                     $6::text[], $7::text[])
+ON CONFLICT (event_id, attempt_number) DO NOTHING;
