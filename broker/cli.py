@@ -32,6 +32,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from broker.api.app import create_app
+    from broker.loop import new_event_loop
     from broker.store.db import database_url
 
     settings = _settings_from(args)
@@ -60,6 +61,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     web.run_app(
         app,
+        loop=new_event_loop(),  # uvloop where installed (broker/loop.py)
         host=settings.host,
         port=settings.port,
         print=announce,

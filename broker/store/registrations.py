@@ -162,7 +162,6 @@ class RegistrationQueries(StoreBase):
                         if resend_failed:
                             await conn.execute(Q.requeue_failed_events, registration_id)
                         await conn.execute(Q.reorder_queue_for_restart, registration_id)
-                        await conn.execute(Q.ensure_ready_row, registration_id)
                     # The delivery queue follows the status: woken, or parked.
                     await conn.execute(
                         Q.wake_registration, registration_id, new.value, trigger is Trigger.RESTART

@@ -278,14 +278,18 @@ WHERE d.registration_id = p.registration_id;
 
 -- name: wake_registration
 -- After a partner's status change: due now if it may be attempted, otherwise parked. A restart
--- also closes its breaker (the partner says the endpoint is fixed).
-UPDATE delivery_ready SET
-    next_due_at = CASE WHEN $2 IN ('Active', 'Restarting') THEN now() ELSE 'infinity' END,
-    breaker_state = CASE WHEN $3 THEN 'closed' ELSE breaker_state END,
-    breaker_failures = CASE WHEN $3 THEN 0 ELSE breaker_failures END,
-    breaker_opened_at = CASE WHEN $3 THEN NULL ELSE breaker_opened_at END,
-    breaker_next_probe_at = CASE WHEN $3 THEN NULL ELSE breaker_next_probe_at END
-WHERE registration_id = $1;
+-- ($3) also closes its breaker: the partner says the endpoint is fixed. The ready row is made
+-- if the registration has queued rows and none yet.
+INSERT INTO delivery_ready AS d (registration_id, next_due_at)
+SELECT $1, CASE WHEN $2 IN ('Active', 'Restarting') THEN now() ELSE 'infinity'::timestamptz END
+WHERE EXISTS (SELECT 1 FROM delivery_queue WHERE registration_id = $1)
+   OR EXISTS (SELECT 1 FROM delivery_ready WHERE registration_id = $1)
+ON CONFLICT (registration_id) DO UPDATE SET
+    next_due_at = excluded.next_due_at,
+    breaker_state = CASE WHEN $3 THEN 'closed' ELSE d.breaker_state END,
+    breaker_failures = CASE WHEN $3 THEN 0 ELSE d.breaker_failures END,
+    breaker_opened_at = CASE WHEN $3 THEN NULL ELSE d.breaker_opened_at END,
+    breaker_next_probe_at = CASE WHEN $3 THEN NULL ELSE d.breaker_next_probe_at END;
 
 -- name: requeue_event
 -- Resend/replay: the event gets a new round of attempts. Its queue row is made (or, when still
@@ -329,12 +333,6 @@ INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_
                             attempt_count, last_attempted_at)
 SELECT id, registration_id, created_at, created_at, attempt_count, last_attempted_at FROM ev
 ON CONFLICT (event_id) DO NOTHING;
-
--- name: ensure_ready_row
--- A registration with queued rows has a ready row (a restart must find it).
-INSERT INTO delivery_ready (registration_id, next_due_at)
-SELECT $1, 'infinity' WHERE EXISTS (SELECT 1 FROM delivery_queue WHERE registration_id = $1)
-ON CONFLICT (registration_id) DO NOTHING;
 
 -- name: reorder_queue_for_restart
 -- On restart the whole queue is due at once and drains in creation order: the claim orders
