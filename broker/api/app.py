@@ -81,6 +81,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[routes_ingest.RATE_LIMITS] = {}
+    app[routes_service.OPENAPI_BODY] = routes_service.openapi_body(settings)
     token = settings.admin_token or ""
     # An unset token can never match: compare against the hash of a random value.
     app[ADMIN_TOKEN_HASH] = hashlib.sha256(token.encode()).digest() if token else b"\x00" * 31

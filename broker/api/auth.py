@@ -67,12 +67,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-def partner_of(request: web.Request) -> Principal:
-    principal = request[PRINCIPAL]
-    assert principal.partner_id is not None
-    return principal
-
-
 def partner_id_of(request: web.Request) -> uuid.UUID:
     """The calling partner's id (the auth middleware guarantees a partner key here)."""
     partner_id = request[PRINCIPAL].partner_id

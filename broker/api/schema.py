@@ -108,15 +108,16 @@ _PATTERN_MESSAGES: dict[str, str | None] = {
     SECRET_PATTERN: "must be whsec_ followed by the base64 of 24 to 64 bytes",
 }
 
-_COMPILED: dict[str, re.Pattern[str]] = {}
+# Each pattern for Python's re, used with fullmatch (compiled once, at import).
+_PYTHON = {
+    pattern: re.compile(pattern.removeprefix("^").removesuffix("$"))
+    for pattern in _PATTERN_MESSAGES
+}
 
 
 def full(pattern: str, text: str) -> bool:
     """Does ``text`` match ``pattern`` as JSON Schema means it (no trailing-newline leeway)?"""
-    compiled = _COMPILED.get(pattern)
-    if compiled is None:
-        compiled = _COMPILED[pattern] = re.compile(pattern.removeprefix("^").removesuffix("$"))
-    return compiled.fullmatch(text) is not None
+    return _PYTHON[pattern].fullmatch(text) is not None
 
 
 # --------------------------------------------------------------------------- statuses

@@ -6,12 +6,6 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import NewType
-
-PartnerId = NewType("PartnerId", uuid.UUID)
-RegistrationId = NewType("RegistrationId", uuid.UUID)
-EventId = NewType("EventId", uuid.UUID)
-KeyId = NewType("KeyId", uuid.UUID)
 
 
 def uuid7() -> uuid.UUID:

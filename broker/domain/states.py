@@ -67,9 +67,6 @@ TRANSITIONS: dict[tuple[Status, Trigger], Status] = {
     (S.PAUSED, T.UPDATE): S.PAUSED,
 }
 
-# Statuses whose events the delivery workers may attempt.
-DELIVERABLE = frozenset({S.ACTIVE, S.RESTARTING})
-
 
 class TransitionRefused(Exception):
     def __init__(self, current: Status, trigger: Trigger) -> None:

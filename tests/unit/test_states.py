@@ -7,7 +7,6 @@ import itertools
 import pytest
 
 from broker.domain.states import (
-    DELIVERABLE,
     TRANSITIONS,
     Status,
     TransitionRefused,
@@ -96,7 +95,3 @@ def test_unknown_status_text_is_an_error() -> None:
 @pytest.mark.parametrize("trigger", list(Trigger), ids=lambda t: t.value)
 def test_sources_are_the_guard_of_each_trigger(trigger: Trigger) -> None:
     assert sorted(sources(trigger)) == sorted(s for (s, t) in EXPECTED if t is trigger)
-
-
-def test_only_active_and_restarting_are_delivered() -> None:
-    assert {S.ACTIVE, S.RESTARTING} == DELIVERABLE
