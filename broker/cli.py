@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -29,18 +28,11 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from broker.api.app import create_app
-    from broker.loop import new_event_loop
+    from broker.runtime import Runtime, serve
     from broker.store.db import database_url
 
     settings = _settings_from(args)
     configure_logging(settings)
-    if settings.admin_token is None:
-        token = "bka_" + secrets.token_urlsafe(24)
-        settings = settings.replace(admin_token=token)
-        print(f"admin token (generated, shown once): {token}", flush=True)
     url = database_url(settings)
     where = (
         "embedded PostgreSQL in " + str(settings.data_dir)
@@ -48,10 +40,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         else "BROKER_DATABASE_URL"
     )
     print(f"database: {where}", flush=True)
-    app = create_app(settings, url=url)
 
-    def announce(_: str) -> None:
-        # run_app calls this once the socket is bound (after migrations): the line is true.
+    def started(runtime: Runtime) -> None:
+        if runtime.generated_admin_token is not None:
+            print(
+                f"admin token (generated for this database, shown once): "
+                f"{runtime.generated_admin_token}",
+                flush=True,
+            )
+        elif settings.admin_token is None:
+            print("admin token: the one generated when this database was first served", flush=True)
+
+    def announce(runtime: Runtime) -> None:
+        # Called once the socket is bound (after migrations): the line is true.
         print(
             f"broker {__version__} role={settings.role} listening on "
             f"http://{settings.host}:{settings.port}"
@@ -59,16 +60,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    web.run_app(
-        app,
-        loop=new_event_loop(),  # uvloop where installed (broker/loop.py)
-        host=settings.host,
-        port=settings.port,
-        print=announce,
-        access_log=None,
-        shutdown_timeout=settings.delivery_timeout_seconds + 5,
-    )
-    return 0
+    from broker.loop import run  # uvloop where installed
+
+    return run(serve(settings, url=url, on_started=started, on_listening=announce))
 
 
 async def _with_store(settings: Settings, action: Callable[[Any], Awaitable[int]]) -> int:

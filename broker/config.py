@@ -49,6 +49,12 @@ def _upper(raw: Any) -> Any:
     return raw.strip().upper() if isinstance(raw, str) else raw
 
 
+# Space-separated CSP source expressions: no ';' or ',' (they would end the directive), no
+# quotes except around keywords such as 'none' and 'self', no control characters.
+_CSP_SOURCE = r"(?:'[a-z-]+'|[A-Za-z0-9*:/._%-]+)"
+CSP_SOURCES = rf"^{_CSP_SOURCE}(?: +{_CSP_SOURCE})*$"
+PUBLIC_URL = r"^https?://[A-Za-z0-9.\-\[\]:]+(?:/[A-Za-z0-9._~/-]*)?$"
+
 Seconds = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
 
@@ -99,6 +105,13 @@ class Settings(BaseSettings):
     # Registrations that are not Deleted, per partner; one more answers 429.
     max_registrations_per_partner: Annotated[int, Field(ge=1)] = 100
     db_pool_size: Annotated[int, Field(ge=2)] = 10
+    # How long a query waits for a free pooled connection before the request answers 503.
+    db_acquire_timeout_seconds: Positive = 5.0
+    # Housekeeping runs in the one process holding this lease; another takes over when it lapses.
+    leader_lease_seconds: Annotated[float, Field(ge=1)] = 30.0
+    # Who may frame the portal (CSP frame-ancestors sources), and the base of portal-link URLs.
+    portal_frame_ancestors: Annotated[str, Field(pattern=CSP_SOURCES)] = "'none'"
+    public_url: Annotated[str, Field(pattern=PUBLIC_URL)] | None = None
     log_format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"], BeforeValidator(_upper)

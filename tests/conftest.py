@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from broker.api.app import create_app
 from broker.config import Settings
+from broker.runtime import Runtime, running
 from broker.store.db import embedded_database_url, migrate
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -130,21 +131,46 @@ def make_settings(**overrides: Any) -> Settings:
 MakeClient = Callable[..., Awaitable[TestClient]]
 
 
+@contextlib.asynccontextmanager
+async def serving_runtime(
+    settings: Settings, url: str, *, role: str
+) -> AsyncIterator[tuple[Runtime, TestClient]]:
+    """A runtime for ``role`` and a TestClient on its HTTP app; both stopped on the way out."""
+    async with running(settings, url=url, role=role) as runtime:
+        client = TestClient(TestServer(create_app(runtime)))
+        await client.start_server()
+        try:
+            yield runtime, client
+        finally:
+            await client.close()
+
+
+def runtime_of(client: TestClient) -> Runtime:
+    """The runtime behind a client made by ``make_client`` (its pool, workers, housekeeping)."""
+    from broker.api.appkeys import RUNTIME
+
+    return client.server.app[RUNTIME]
+
+
 @pytest.fixture
 async def make_client(db_url: str) -> AsyncIterator[MakeClient]:
-    """``await make_client(workers=True, window_min_seconds=1)`` -> a TestClient on the app."""
-    clients: list[TestClient] = []
+    """``await make_client(workers=True, window_min_seconds=1)`` -> a TestClient on the app.
 
-    async def factory(*, workers: bool = False, **overrides: Any) -> TestClient:
-        app = create_app(make_settings(**overrides), url=db_url, workers=workers)
-        client = TestClient(TestServer(app))
-        await client.start_server()
-        clients.append(client)
-        return client
+    ``workers=False`` is the ``api`` role (HTTP and ingest), ``workers=True`` the ``all`` role;
+    ``role=`` picks one explicitly (``worker``: workers and the service routes only).
+    """
+    async with contextlib.AsyncExitStack() as stack:
 
-    yield factory
-    for client in reversed(clients):
-        await client.close()
+        async def factory(
+            *, workers: bool = False, role: str | None = None, **overrides: Any
+        ) -> TestClient:
+            chosen = role or ("all" if workers else "api")
+            _, client = await stack.enter_async_context(
+                serving_runtime(make_settings(**overrides), db_url, role=chosen)
+            )
+            return client
+
+        yield factory
 
 
 @pytest.fixture

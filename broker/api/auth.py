@@ -6,11 +6,14 @@ keys are 401; a valid key of the wrong kind is 403. Partner and producer keys ar
 their SHA-256, so the plaintext is never stored and the comparison happens on a hash index; the
 admin token is compared with ``hmac.compare_digest`` so its check takes the same time for every
 wrong guess.
+
+A portal link's token (``bk_portal_...``, from ``POST /admin/v1/partners/{id}/portal-links``)
+acts as a partner key of its partner until it expires; a read-only one may only read, so every
+other method answers 403 before any handler runs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import uuid
 
@@ -19,6 +22,10 @@ from aiohttp import web
 from broker.api.appkeys import ADMIN_TOKEN_HASH, PRINCIPAL, STORE
 from broker.api.problems import Handler, forbidden, unauthorized
 from broker.domain.models import Principal
+from broker.store.records import KEY_PREFIXES, hash_key
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+PORTAL_PREFIX = KEY_PREFIXES["portal"]
 
 REQUIRED_KIND = (
     ("/admin/v1/", "admin"),
@@ -44,9 +51,10 @@ def _bearer(request: web.Request) -> str | None:
 
 
 async def identify(request: web.Request, token: str) -> Principal | None:
-    digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
-    if hmac.compare_digest(digest, request.app[ADMIN_TOKEN_HASH]):
+    if hmac.compare_digest(hash_key(token), request.app[ADMIN_TOKEN_HASH]):
         return Principal(kind="admin")
+    if token.startswith(PORTAL_PREFIX):
+        return await request.app[STORE].principal_for_portal_token(token)
     return await request.app[STORE].principal_for_key(token)
 
 
@@ -63,6 +71,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise unauthorized("the key is unknown or revoked")
     if principal.kind != kind:
         raise forbidden(f"this path needs a {kind} key, not a {principal.kind} key")
+    if principal.read_only and request.method not in READ_METHODS:
+        raise forbidden("this portal link is read-only: it may not change anything")
     request[PRINCIPAL] = principal
     return await handler(request)
 

@@ -3,7 +3,8 @@
 Handlers raise :class:`Problem` (or a domain error); the middleware turns it, aiohttp's own HTTP
 errors (404 route, 405, 413) and anything unexpected into ``application/problem+json``. An
 unexpected exception is logged with a reference id and answered as a 500 that says nothing
-internal; a database that cannot be reached is a 503 with ``Retry-After``.
+internal; a database that cannot be reached, or a pool with no connection free within
+``BROKER_DB_ACQUIRE_TIMEOUT_SECONDS``, is a 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from broker.domain.errors import DomainError, FieldError, ValidationFailed
 from broker.domain.states import TransitionRefused
+from broker.store.db import PoolExhausted
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,20 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         return problem_response(_from_http_exception(exc), request)
+    except PoolExhausted as exc:
+        # Overload, not an outage: every pooled connection stayed busy. Answer at once instead
+        # of queueing the request behind the others; the client retries after Retry-After.
+        log.warning("database pool exhausted on %s %s: %s", request.method, request.path, exc)
+        return problem_response(
+            Problem(
+                503,
+                "Service Unavailable",
+                "the broker is busy (no database connection free); retry shortly",
+                headers={"Retry-After": "1"},
+                slug="overloaded",
+            ),
+            request,
+        )
     except _DB_DOWN as exc:
         log.warning("database unavailable on %s %s: %r", request.method, request.path, exc)
         return problem_response(

@@ -25,6 +25,10 @@ class Principal:
     kind: str  # "admin" | "partner" | "producer"
     key_id: uuid.UUID | None = None
     partner_id: uuid.UUID | None = None
+    # A portal link's session: may read, never write (every non-GET answers 403).
+    read_only: bool = False
+    # A portal link's end; None for keys, which live until revoked.
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -141,17 +141,49 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def create_pool(url: str, *, size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+class PoolExhausted(TimeoutError):
+    """No pooled connection became free in time: the process is overloaded, not broken.
+
+    The API answers 503 with ``Retry-After`` (broker/api/problems.py); the workers back off as
+    for any database error. A ``TimeoutError`` so that code handling timeouts still does.
+    """
+
+
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]
+    """An asyncpg pool whose every acquire gives up after ``acquire_timeout`` seconds.
+
+    asyncpg waits for a free connection forever unless each call passes a timeout; ``pool.fetch``
+    and friends pass none. A request arriving while every connection is held (a burst, a slow
+    query, a leak) would hang until its client gave up. ``_acquire`` is the one place every path
+    (``acquire()``, ``fetch``, ``execute``, ...) goes through, so the bound is set there.
+    """
+
+    acquire_timeout: float = 5.0
+
+    async def _acquire(self, timeout: float | None) -> Any:
+        limit = self.acquire_timeout if timeout is None else timeout
+        try:
+            return await super()._acquire(limit)
+        except TimeoutError:
+            raise PoolExhausted(f"no database connection became free within {limit:g}s") from None
+
+
+async def create_pool(url: str, *, size: int = 10, acquire_timeout: float = 5.0) -> asyncpg.Pool:
+    pool = BoundedPool(
         url,
         min_size=1,
         max_size=size,
+        max_queries=50000,
+        max_inactive_connection_lifetime=60,
         init=_init_connection,
         reset=_keep_session,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         # Fail fast when the database is down, so ingest can answer 503 instead of hanging.
         timeout=5,
         command_timeout=60,
-        max_inactive_connection_lifetime=60,
     )
-    assert pool is not None
+    pool.acquire_timeout = acquire_timeout
+    await pool
     return pool

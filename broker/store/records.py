@@ -21,7 +21,12 @@ from broker.domain.models import (
 )
 from broker.domain.states import Status, Trigger
 
-KEY_PREFIXES = {"partner": "bk_partner_", "producer": "bk_producer_"}
+KEY_PREFIXES = {
+    "partner": "bk_partner_",
+    "producer": "bk_producer_",
+    "admin": "bk_admin_",
+    "portal": "bk_portal_",
+}
 
 
 def hash_key(api_key: str) -> bytes:

@@ -7,7 +7,7 @@ per part of the flow, each in its own module, so that each file stays small and 
 - ``catalog``: partners, keys and event types;   - ``registrations``: registrations, state steps;
 - ``ingest``: group-committed resource events;  - ``windows``: closing windows into events;
 - ``delivery``: claims, leases and results;    - ``history``: the partner events API;
-- ``upkeep``: gauges and housekeeping.
+- ``upkeep``: gauges and housekeeping;       - ``runtime``: admin token, leases, portal links.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from broker.store.records import (
     hash_key,
 )
 from broker.store.registrations import RegistrationQueries
+from broker.store.runtime import RuntimeQueries
 from broker.store.upkeep import UpkeepQueries
 from broker.store.windows import WindowQueries
 
@@ -40,6 +41,7 @@ class Store(
     DeliveryQueries,
     HistoryQueries,
     UpkeepQueries,
+    RuntimeQueries,
 ):
     """Every query broker runs, on one pool."""
 

@@ -1,5 +1,10 @@
 """Periodic housekeeping on APScheduler 3: retention, expired secrets, stale leases, the queued
-events of deleted registrations, old idempotency keys.
+events of deleted registrations, old idempotency keys, expired portal links.
+
+The jobs run in one process of the cluster at a time: :class:`HousekeepingLeader` holds a lease
+row in PostgreSQL (``leader_leases``), renews it every third of its length, and runs the
+scheduler only while it holds it. A leader that dies stops renewing; another process takes the
+lease over once it expires. A clean shutdown releases it, so the takeover is immediate.
 
 None of this is on a hot path: delivery and window closing are driven by due times in the
 database. These jobs only keep tables tidy, so a missed run just means a later one does more.
@@ -11,6 +16,7 @@ often than hourly would otherwise never purge), and runs however late the event 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -19,6 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from broker.config import Settings
 from broker.store.store import Store
+from broker.workers.waiting import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,9 @@ class Housekeeping:
     async def purge_idempotency_keys(self) -> int:
         return await self._store.purge_idempotency_keys()
 
+    async def purge_expired_portal_links(self) -> int:
+        return await self._store.purge_expired_portal_links()
+
     async def discard_orphaned_events(self) -> int:
         discarded = await self._store.discard_orphaned_events()
         if discarded:
@@ -73,6 +83,7 @@ class Housekeeping:
             (self.drop_expired_secrets, 60),
             (self.discard_orphaned_events, 300),
             (self.purge_idempotency_keys, 3600),
+            (self.purge_expired_portal_links, 3600),
         )
         first = datetime.now(UTC) + timedelta(seconds=self._first_run_after)
         for job, seconds in jobs:
@@ -122,3 +133,61 @@ class Housekeeping:
 
         run.__name__ = job.__name__
         return run
+
+
+LEASE_NAME = "housekeeping"
+
+
+class HousekeepingLeader:
+    """Runs :class:`Housekeeping` while this process holds the cluster's housekeeping lease."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        holder: str,
+        first_run_after: float = FIRST_RUN_AFTER_SECONDS,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self.holder = holder
+        self._first_run_after = first_run_after
+        self._lease_seconds = settings.leader_lease_seconds
+        self.jobs: Housekeeping | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.jobs is not None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    held = await self._store.take_lease(
+                        LEASE_NAME, self.holder, self._lease_seconds
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # Unsure whether the lease still holds: stop, a later renewal starts again.
+                    log.warning("housekeeping lease: could not renew (%r)", exc)
+                    held = False
+                self._follow(held)
+                await wait_any(stop, timeout=self._lease_seconds / 3)
+        finally:
+            self._follow(False)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._store.release_lease(LEASE_NAME, self.holder), 5)
+
+    def _follow(self, held: bool) -> None:
+        if held and self.jobs is None:
+            log.info("housekeeping: %s holds the lease and runs the jobs", self.holder)
+            self.jobs = Housekeeping(
+                self._store, self._settings, first_run_after=self._first_run_after
+            )
+            self.jobs.start()
+        elif not held and self.jobs is not None:
+            log.info("housekeeping: %s no longer holds the lease", self.holder)
+            self.jobs.stop()
+            self.jobs = None

@@ -41,6 +41,8 @@ from schemathesis.specs.openapi.checks import (
 from broker import __version__
 from broker.api.app import create_app
 from broker.api.openapi import openapi_document
+from broker.config import Settings
+from broker.runtime import running
 from tests.conftest import ADMIN_TOKEN, make_settings, with_database
 
 EXAMPLES = int(os.environ.get("BROKER_FUZZ_EXAMPLES", "25"))
@@ -94,21 +96,22 @@ class Live:
         return None
 
 
-def _serve(app: web.Application, ready: threading.Event, box: dict[str, Any]) -> None:
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    box["port"] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    box["loop"] = loop
-    ready.set()
-    stop: asyncio.Event = asyncio.Event()
-    box["stop"] = stop
-    loop.run_until_complete(stop.wait())
-    loop.run_until_complete(runner.cleanup())
-    loop.close()
+def _serve(settings: Settings, url: str, ready: threading.Event, box: dict[str, Any]) -> None:
+    async def main() -> None:
+        async with running(settings, url=url, role="all") as runtime:
+            runner = web.AppRunner(create_app(runtime))
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            box["port"] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            box["loop"] = asyncio.get_running_loop()
+            stop: asyncio.Event = asyncio.Event()
+            box["stop"] = stop
+            ready.set()
+            await stop.wait()
+            await runner.cleanup()
+
+    asyncio.run(main())
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +128,10 @@ def live(base_database_url: str, template_database: str) -> Iterator[Live]:
     asyncio.run(sql(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
     # Production-like: private URLs refused; a short timeout bounds the synchronous test call.
     settings = make_settings(allow_private_urls=False, delivery_timeout_seconds=1.0)
-    app = create_app(settings, url=with_database(base_database_url, name), workers=True)
+    url = with_database(base_database_url, name)
     ready = threading.Event()
     box: dict[str, Any] = {}
-    thread = threading.Thread(target=_serve, args=(app, ready, box), daemon=True)
+    thread = threading.Thread(target=_serve, args=(settings, url, ready, box), daemon=True)
     thread.start()
     try:
         assert ready.wait(30), "server did not start"

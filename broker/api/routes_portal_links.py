@@ -1,0 +1,102 @@
+"""Portal links: an operator's platform signs its partner into the portal for a while.
+
+``POST /admin/v1/partners/{id}/portal-links`` makes a random token (stored as its SHA-256, like
+every key), good as that partner's bearer credential on ``/webhooks/v1/*`` until it expires, and
+answers the URL that opens the portal signed in (the token rides in the fragment, which browsers
+never send to a server or put in a Referer). ``DELETE`` on the same path revokes every link of
+the partner at once. ``GET /webhooks/v1/session`` tells the portal what its credential may do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from broker.api.appkeys import PRINCIPAL, SETTINGS, STORE
+from broker.api.problems import invalid, not_found
+from broker.api.serialize import json_response
+from broker.api.validation import parse_json, read_body, require_object
+from broker.domain.errors import FieldError
+from broker.domain.ids import format_time, parse_uuid
+from broker.store.records import new_api_key
+
+routes = web.RouteTableDef()
+
+MIN_TTL_SECONDS = 60
+MAX_TTL_SECONDS = 604_800  # 7 days
+DEFAULT_TTL_SECONDS = 3600
+
+
+def _link_request(body: Any) -> tuple[int, bool]:
+    errors: list[FieldError] = []
+    body = require_object(body, {"ttlSeconds", "readOnly"}, errors)
+    ttl = body.get("ttlSeconds", DEFAULT_TTL_SECONDS)
+    # bool is an int in Python; `true` is not a number of seconds.
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        errors.append(FieldError(field="ttlSeconds", message="must be an integer"))
+    elif not MIN_TTL_SECONDS <= ttl <= MAX_TTL_SECONDS:
+        errors.append(
+            FieldError(
+                field="ttlSeconds",
+                message=f"must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS}",
+            )
+        )
+    read_only = body.get("readOnly", False)
+    if not isinstance(read_only, bool):
+        errors.append(FieldError(field="readOnly", message="must be true or false"))
+    if errors:
+        raise invalid(errors)
+    return ttl, read_only
+
+
+def _base_url(request: web.Request) -> str:
+    configured = request.app[SETTINGS].public_url
+    return configured.rstrip("/") if configured else str(request.url.origin())
+
+
+@routes.post("/admin/v1/partners/{id}/portal-links")
+async def create_portal_link(request: web.Request) -> web.Response:
+    partner_id = parse_uuid(request.match_info["id"])
+    raw = await read_body(request)
+    # No body means the defaults (one hour, read-write); a body must be a valid object.
+    ttl, read_only = _link_request(parse_json(raw) if raw.strip() else {})
+    if partner_id is None:
+        raise not_found("partner")
+    token = new_api_key("portal")
+    expires_at = await request.app[STORE].create_portal_link(
+        partner_id, token, read_only=read_only, ttl_seconds=ttl
+    )
+    if expires_at is None:
+        raise not_found("partner")
+    return json_response(
+        {
+            "url": f"{_base_url(request)}/portal/#token={token}",
+            "token": token,
+            "expiresAt": format_time(expires_at),
+            "readOnly": read_only,
+        },
+        status=201,
+    )
+
+
+@routes.delete("/admin/v1/partners/{id}/portal-links")
+async def revoke_portal_links(request: web.Request) -> web.Response:
+    partner_id = parse_uuid(request.match_info["id"])
+    store = request.app[STORE]
+    if partner_id is None or partner_id in await store.unknown_partners([partner_id]):
+        raise not_found("partner")
+    await store.revoke_portal_links(partner_id)
+    return web.Response(status=204)
+
+
+@routes.get("/webhooks/v1/session")
+async def session(request: web.Request) -> web.Response:
+    principal = request[PRINCIPAL]
+    return json_response(
+        {
+            "partnerId": str(principal.partner_id),
+            "readOnly": principal.read_only,
+            "expiresAt": format_time(principal.expires_at),
+        }
+    )
