@@ -33,8 +33,13 @@ from broker.runtime import Runtime
 def create_app(runtime: Runtime) -> web.Application:
     """The HTTP side of ``runtime``: every route for api/all, the service routes for worker."""
     settings = runtime.settings
+    # A worker serves no authenticated route: without the auth middleware its API paths are
+    # plain 404s, not 401/403s that would suggest the API lives there.
+    middlewares = (
+        [problem_middleware, auth_middleware] if runtime.serves_api else [problem_middleware]
+    )
     app = web.Application(
-        middlewares=[problem_middleware, auth_middleware],
+        middlewares=middlewares,
         client_max_size=settings.ingest_max_body_bytes,
     )
     app[RUNTIME] = runtime
