@@ -13,7 +13,7 @@ from broker.api import (
     routes_admin,
     routes_events,
     routes_ingest,
-    routes_portal_links,
+    routes_portal,
     routes_registrations,
     routes_service,
 )
@@ -57,7 +57,7 @@ def create_app(runtime: Runtime) -> web.Application:
             routes_ingest,
             routes_registrations,
             routes_events,
-            routes_portal_links,
+            routes_portal,
         ):
             app.add_routes(module.routes)
     app.add_routes(routes_service.routes)

@@ -714,6 +714,88 @@ def _service_paths() -> dict[str, Any]:
     }
 
 
+def _portal_schemas() -> dict[str, Schema]:
+    return {
+        "PortalLinkCreate": _object(
+            {
+                "ttlSeconds": {
+                    "type": "integer",
+                    "minimum": 60,
+                    "maximum": 604800,
+                    "default": 3600,
+                    "description": "How long the link signs in, in seconds.",
+                },
+                "readOnly": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "A read-only link's token may only read: every non-GET is 403.",
+                },
+            },
+            required=[],
+            strict=True,
+        ),
+        "PortalLink": _object(
+            {
+                "url": {
+                    "type": "string",
+                    "description": "Opens the portal signed in: `<base>/portal/#token=...`.",
+                },
+                "token": {
+                    "type": "string",
+                    "description": "Bearer credential for /webhooks/v1/* of this partner only.",
+                },
+                "expiresAt": _timestamp("When the token stops working."),
+                "readOnly": {"type": "boolean"},
+            }
+        ),
+        "PortalSession": _object(
+            {
+                "partnerId": {"type": "string", "format": "uuid"},
+                "readOnly": {"type": "boolean"},
+                "expiresAt": _nullable_timestamp("A portal link's end; null for a partner key."),
+            },
+            description="What the calling credential is and may do.",
+        ),
+    }
+
+
+def _portal_paths() -> dict[str, Any]:
+    partner_id = _path_param("id", "Partner id.")
+    return {
+        "/admin/v1/partners/{id}/portal-links": {
+            "post": _operation(
+                operation_id="createPortalLink",
+                summary="Create a short-lived link that signs the partner into the portal",
+                tag="admin",
+                auth=ADMIN,
+                parameters=[partner_id],
+                body=_ref("PortalLinkCreate"),
+                body_required=False,
+                problems=(404,),
+                ok={"201": _response("Created; the token is shown only here.", _ref("PortalLink"))},
+            ),
+            "delete": _operation(
+                operation_id="revokePortalLinks",
+                summary="Revoke every portal link of the partner at once",
+                tag="admin",
+                auth=ADMIN,
+                parameters=[partner_id],
+                problems=(404,),
+                ok={"204": _response("Revoked.")},
+            ),
+        },
+        "/webhooks/v1/session": {
+            "get": _operation(
+                operation_id="getSession",
+                summary="The calling credential: its partner, read-only or not, its expiry",
+                tag="registrations",
+                auth=PARTNER,
+                ok={"200": _response("The session.", _ref("PortalSession"))},
+            ),
+        },
+    }
+
+
 def _webhooks() -> dict[str, Any]:
     def header(name: str, description: str, schema: Schema) -> Schema:
         return {
@@ -836,10 +918,11 @@ def openapi_document(version: str, *, ingest_max_events: int = INGEST_MAX_EVENTS
             **_producer_paths(),
             **_partner_paths(),
             **_service_paths(),
+            **_portal_paths(),
         },
         "webhooks": _webhooks(),
         "components": {
-            "schemas": _schemas(ingest_max_events),
+            "schemas": {**_schemas(ingest_max_events), **_portal_schemas()},
             "responses": _problem_response_components(),
             "headers": {
                 "RetryAfter": {
@@ -861,8 +944,10 @@ def openapi_document(version: str, *, ingest_max_events: int = INGEST_MAX_EVENTS
                 PARTNER: {
                     **bearer,
                     "description": (
-                        "A partner key (POST /admin/v1/partners or /admin/v1/partners/{id}/keys); "
-                        "for /webhooks/v1/*, scoped to that partner."
+                        "A partner key (POST /admin/v1/partners or /admin/v1/partners/{id}/keys), "
+                        "or a portal link's token (POST /admin/v1/partners/{id}/portal-links; "
+                        "read-only links answer 403 to every non-GET); for /webhooks/v1/*, "
+                        "scoped to that partner."
                     ),
                 },
             },

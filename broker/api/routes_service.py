@@ -1,9 +1,8 @@
-"""Service endpoints: liveness, readiness, metrics, the OpenAPI document and the portal."""
+"""Service endpoints: liveness, readiness, metrics and the OpenAPI document."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,7 +16,6 @@ from broker.metrics import REGISTRY
 
 routes = web.RouteTableDef()
 log = logging.getLogger(__name__)
-PORTAL_DIR = Path(__file__).parent / "portal"
 
 
 @routes.get("/healthz")
@@ -68,21 +66,3 @@ def openapi_body(settings: Settings) -> bytes:
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI_BODY], content_type="application/json")
-
-
-@routes.get("/portal")
-async def portal_redirect(request: web.Request) -> web.Response:
-    raise web.HTTPFound("/portal/")
-
-
-@routes.get("/portal/")
-async def portal_index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(PORTAL_DIR / "index.html")
-
-
-@routes.get("/portal/{asset:[a-z]+\\.(?:js|css)}")
-async def portal_asset(request: web.Request) -> web.FileResponse:
-    path = PORTAL_DIR / request.match_info["asset"]
-    if not path.is_file():
-        raise web.HTTPNotFound()
-    return web.FileResponse(path)

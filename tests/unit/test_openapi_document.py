@@ -49,6 +49,8 @@ CONTRACT_PATHS: dict[str, set[str]] = {
     "/readyz": {"get"},
     "/metrics": {"get"},
     "/openapi.json": {"get"},
+    "/admin/v1/partners/{id}/portal-links": {"post", "delete"},
+    "/webhooks/v1/session": {"get"},
 }
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
 SCHEME_FOR_PREFIX = {
@@ -65,6 +67,8 @@ SUCCESS = {
     ("post", REG): "201",
     ("delete", REG + "/{id}"): "204",
     ("post", "/webhooks/v1/events/{id}/resend"): "202",
+    ("post", "/admin/v1/partners/{id}/portal-links"): "201",
+    ("delete", "/admin/v1/partners/{id}/portal-links"): "204",
 }
 
 

@@ -4,6 +4,9 @@
  * Rules this file keeps:
  *  - API strings never become HTML: every node is built with createElement/textContent.
  *  - The partner key lives only in sessionStorage ("broker.partnerKey").
+ *  - A portal link (/portal/#token=...) signs in with its token, which is then taken out of the
+ *    address bar at once; a read-only link's session shows no control that would change anything
+ *    (the API refuses such requests with 403 anyway).
  *  - Polling (registrations list, pending event detail) runs only while its view is shown and the
  *    tab is visible, and re-renders only what changed so open dialogs and forms are left alone.
  */
@@ -11,12 +14,14 @@
   "use strict";
 
   const STORAGE_KEY = "broker.partnerKey";
+  const LINK_FRAGMENT = "#token=";
   const POLL_MS = 3000;
   const EVENTS_PAGE_SIZE = 50;
   const REG_STATUSES = ["Active", "Suspended", "Restarting", "Paused"];
 
   const state = {
     key: null,
+    readOnly: false,            // a read-only portal link's session
     route: { view: "registrations" },
     registrations: [],          // last list from the API
     regRows: new Map(),         // id -> { row, snapshot }
@@ -163,11 +168,11 @@
     const button = $("sign-in");
     button.disabled = true;
     try {
-      const list = await api("GET", "/webhooks/v1/registrations", undefined, key);
+      const session = await api("GET", "/webhooks/v1/session", undefined, key);
       sessionStorage.setItem(STORAGE_KEY, key);
       state.key = key;
       input.value = "";
-      state.registrations = (list && list.data) || [];
+      applySession(session);
       announce("Signed in.");
       enterApp();
     } catch (err) {
@@ -179,9 +184,66 @@
     }
   }
 
+  /** Takes a portal link's token out of the address (history, bookmarks, screenshots). */
+  function takeLinkToken() {
+    if (!location.hash.startsWith(LINK_FRAGMENT)) return null;
+    const token = decodeURIComponent(location.hash.slice(LINK_FRAGMENT.length));
+    history.replaceState(null, "", `${location.pathname}${location.search}#/registrations`);
+    return token || null;
+  }
+
+  async function signInWithLink(token) {
+    sessionStorage.removeItem(STORAGE_KEY);  // a link replaces whoever was signed in here
+    try {
+      const session = await api("GET", "/webhooks/v1/session", undefined, token);
+      sessionStorage.setItem(STORAGE_KEY, token);
+      state.key = token;
+      applySession(session);
+      announce(session.readOnly ? "Signed in by link (read-only)." : "Signed in by link.");
+      enterApp();
+    } catch (err) {
+      showShell(false);
+      if (err.status === 401) {
+        showError({ problem: { detail: "This sign-in link has expired or was revoked. Ask for a new link, or sign in with a partner API key." } }, "Sign-in link not accepted");
+      } else {
+        showError(err, "Sign-in link not accepted");
+      }
+      $("api-key").focus();
+    }
+  }
+
+  /** What the credential may do, as GET /webhooks/v1/session says. */
+  function applySession(session) {
+    state.readOnly = Boolean(session && session.readOnly);
+    const expires = session && session.expiresAt;
+    const note = $("session-note");
+    if (expires) {
+      note.replaceChildren(
+        state.readOnly ? "Read-only session: you can look, but not change anything. " : "Signed in by link. ",
+        "It ends ", timeEl(expires), ".");
+    } else {
+      note.replaceChildren();
+    }
+    show(note, Boolean(expires));
+    show($("create-section"), !state.readOnly);
+    show($("event-resend"), !state.readOnly);
+  }
+
+  async function resumeSession(key) {
+    state.key = key;
+    try {
+      applySession(await api("GET", "/webhooks/v1/session"));
+    } catch (err) {
+      if (err.signedOut) return;    // the stored key is no longer accepted
+      // Unreachable for now: carry on; the API still refuses whatever this key may not do.
+    }
+    enterApp();
+  }
+
   function signOut(message) {
     sessionStorage.removeItem(STORAGE_KEY);
     state.key = null;
+    applySession(null);
     stopRegPolling();
     stopDetailPolling();
     state.registrations = [];
@@ -292,6 +354,7 @@
   function stopRegPolling() { clearTimeout(state.regPollTimer); state.regPollTimer = null; }
 
   function actionsFor(status) {
+    if (state.readOnly) return ["events"];
     const actions = ["edit"];
     if (status === "Active" || status === "Restarting") actions.push("pause");
     if (status === "Paused") actions.push("unpause");
@@ -882,13 +945,20 @@
     $("events-first").addEventListener("click", () => loadEvents(null, 1));
     $("events-body").addEventListener("click", onEventRowClick);
     $("event-resend").addEventListener("click", resendEvent);
-    window.addEventListener("hashchange", () => { clearAlert(); route(true); });
+    window.addEventListener("hashchange", () => {
+      clearAlert();
+      const token = takeLinkToken();   // a link opened in a tab already on the portal
+      if (token) signInWithLink(token);
+      else route(true);
+    });
     document.addEventListener("visibilitychange", onVisibilityChange);
 
+    const linkToken = takeLinkToken();
     const stored = sessionStorage.getItem(STORAGE_KEY);
-    if (stored) {
-      state.key = stored;
-      enterApp();                 // a revoked key answers 401 and api() signs out
+    if (linkToken) {
+      signInWithLink(linkToken);
+    } else if (stored) {
+      resumeSession(stored);      // a revoked key answers 401 and api() signs out
     } else {
       showShell(false);
     }

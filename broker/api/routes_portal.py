@@ -1,4 +1,10 @@
-"""Portal links: an operator's platform signs its partner into the portal for a while.
+"""The partner portal: its pages (with their security headers) and the links that sign in.
+
+The pages are static files served with a Content-Security-Policy that allows no inline script
+and no foreign origin, and whose ``frame-ancestors`` is ``BROKER_PORTAL_FRAME_ANCESTORS``
+(default ``'none'``: no platform may frame it unless the operator says so).
+
+Portal links: an operator's platform signs its partner into the portal for a while.
 
 ``POST /admin/v1/partners/{id}/portal-links`` makes a random token (stored as its SHA-256, like
 every key), good as that partner's bearer credential on ``/webhooks/v1/*`` until it expires, and
@@ -9,6 +15,7 @@ the partner at once. ``GET /webhooks/v1/session`` tells the portal what its cred
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +29,7 @@ from broker.domain.ids import format_time, parse_uuid
 from broker.store.records import new_api_key
 
 routes = web.RouteTableDef()
+PORTAL_DIR = Path(__file__).parent / "portal"
 
 MIN_TTL_SECONDS = 60
 MAX_TTL_SECONDS = 604_800  # 7 days
@@ -100,3 +108,46 @@ async def session(request: web.Request) -> web.Response:
             "expiresAt": format_time(principal.expires_at),
         }
     )
+
+
+def portal_headers(frame_ancestors: str) -> dict[str, str]:
+    policy = "; ".join(
+        (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            f"frame-ancestors {frame_ancestors}",
+        )
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
+
+
+def _headers(request: web.Request) -> dict[str, str]:
+    return portal_headers(request.app[SETTINGS].portal_frame_ancestors)
+
+
+@routes.get("/portal")
+async def portal_redirect(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/portal/", headers=_headers(request))
+
+
+@routes.get("/portal/")
+async def portal_index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(PORTAL_DIR / "index.html", headers=_headers(request))
+
+
+@routes.get("/portal/{asset:[a-z]+\\.(?:js|css)}")
+async def portal_asset(request: web.Request) -> web.FileResponse:
+    path = PORTAL_DIR / request.match_info["asset"]
+    if not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path, headers=_headers(request))
