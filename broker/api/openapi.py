@@ -714,51 +714,6 @@ def _service_paths() -> dict[str, Any]:
     }
 
 
-def _portal_schemas() -> dict[str, Schema]:
-    return {
-        "PortalLinkCreate": _object(
-            {
-                "ttlSeconds": {
-                    "type": "integer",
-                    "minimum": 60,
-                    "maximum": 604800,
-                    "default": 3600,
-                    "description": "How long the link signs in, in seconds.",
-                },
-                "readOnly": {
-                    "type": "boolean",
-                    "default": False,
-                    "description": "A read-only link's token may only read: every non-GET is 403.",
-                },
-            },
-            required=[],
-            strict=True,
-        ),
-        "PortalLink": _object(
-            {
-                "url": {
-                    "type": "string",
-                    "description": "Opens the portal signed in: `<base>/portal/#token=...`.",
-                },
-                "token": {
-                    "type": "string",
-                    "description": "Bearer credential for /webhooks/v1/* of this partner only.",
-                },
-                "expiresAt": _timestamp("When the token stops working."),
-                "readOnly": {"type": "boolean"},
-            }
-        ),
-        "PortalSession": _object(
-            {
-                "partnerId": {"type": "string", "format": "uuid"},
-                "readOnly": {"type": "boolean"},
-                "expiresAt": _nullable_timestamp("A portal link's end; null for a partner key."),
-            },
-            description="What the calling credential is and may do.",
-        ),
-    }
-
-
 def _portal_paths() -> dict[str, Any]:
     partner_id = _path_param("id", "Partner id.")
     return {
@@ -922,7 +877,7 @@ def openapi_document(version: str, *, ingest_max_events: int = INGEST_MAX_EVENTS
         },
         "webhooks": _webhooks(),
         "components": {
-            "schemas": {**_schemas(ingest_max_events), **_portal_schemas()},
+            "schemas": _schemas(ingest_max_events),
             "responses": _problem_response_components(),
             "headers": {
                 "RetryAfter": {

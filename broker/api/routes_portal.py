@@ -16,46 +16,22 @@ the partner at once. ``GET /webhooks/v1/session`` tells the portal what its cred
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from broker.api.appkeys import PRINCIPAL, SETTINGS, STORE
-from broker.api.problems import invalid, not_found
+from broker.api.auth import partner_id_of
+from broker.api.problems import not_found
+from broker.api.schema import PortalLink, PortalLinkCreate, PortalSession, adapter
 from broker.api.serialize import json_response
-from broker.api.validation import parse_json, read_body, require_object
-from broker.domain.errors import FieldError
-from broker.domain.ids import format_time, parse_uuid
+from broker.api.validation import read_model
+from broker.domain.ids import parse_uuid
 from broker.store.records import new_api_key
 
 routes = web.RouteTableDef()
 PORTAL_DIR = Path(__file__).parent / "portal"
 
-MIN_TTL_SECONDS = 60
-MAX_TTL_SECONDS = 604_800  # 7 days
-DEFAULT_TTL_SECONDS = 3600
-
-
-def _link_request(body: Any) -> tuple[int, bool]:
-    errors: list[FieldError] = []
-    body = require_object(body, {"ttlSeconds", "readOnly"}, errors)
-    ttl = body.get("ttlSeconds", DEFAULT_TTL_SECONDS)
-    # bool is an int in Python; `true` is not a number of seconds.
-    if isinstance(ttl, bool) or not isinstance(ttl, int):
-        errors.append(FieldError(field="ttlSeconds", message="must be an integer"))
-    elif not MIN_TTL_SECONDS <= ttl <= MAX_TTL_SECONDS:
-        errors.append(
-            FieldError(
-                field="ttlSeconds",
-                message=f"must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS}",
-            )
-        )
-    read_only = body.get("readOnly", False)
-    if not isinstance(read_only, bool):
-        errors.append(FieldError(field="readOnly", message="must be true or false"))
-    if errors:
-        raise invalid(errors)
-    return ttl, read_only
+_PORTAL_LINK_CREATE = adapter(PortalLinkCreate)
 
 
 def _base_url(request: web.Request) -> str:
@@ -66,26 +42,23 @@ def _base_url(request: web.Request) -> str:
 @routes.post("/admin/v1/partners/{id}/portal-links")
 async def create_portal_link(request: web.Request) -> web.Response:
     partner_id = parse_uuid(request.match_info["id"])
-    raw = await read_body(request)
     # No body means the defaults (one hour, read-write); a body must be a valid object.
-    ttl, read_only = _link_request(parse_json(raw) if raw.strip() else {})
+    body: PortalLinkCreate = await read_model(request, _PORTAL_LINK_CREATE, optional=True)
     if partner_id is None:
         raise not_found("partner")
     token = new_api_key("portal")
     expires_at = await request.app[STORE].create_portal_link(
-        partner_id, token, read_only=read_only, ttl_seconds=ttl
+        partner_id, token, read_only=body.read_only, ttl_seconds=body.ttl_seconds
     )
     if expires_at is None:
         raise not_found("partner")
-    return json_response(
-        {
-            "url": f"{_base_url(request)}/portal/#token={token}",
-            "token": token,
-            "expiresAt": format_time(expires_at),
-            "readOnly": read_only,
-        },
-        status=201,
+    link = PortalLink(
+        url=f"{_base_url(request)}/portal/#token={token}",
+        token=token,
+        expires_at=expires_at,
+        read_only=body.read_only,
     )
+    return json_response(link, status=201)
 
 
 @routes.delete("/admin/v1/partners/{id}/portal-links")
@@ -102,11 +75,11 @@ async def revoke_portal_links(request: web.Request) -> web.Response:
 async def session(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     return json_response(
-        {
-            "partnerId": str(principal.partner_id),
-            "readOnly": principal.read_only,
-            "expiresAt": format_time(principal.expires_at),
-        }
+        PortalSession(
+            partner_id=partner_id_of(request),
+            read_only=principal.read_only,
+            expires_at=principal.expires_at,
+        )
     )
 
 

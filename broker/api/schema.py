@@ -58,6 +58,9 @@ PAGE_MAX = 500
 PAGE_DEFAULT = 100
 GRACE_SECONDS_MAX = 7 * 24 * 3600
 GRACE_SECONDS_DEFAULT = 24 * 3600
+PORTAL_LINK_TTL_MIN = 60
+PORTAL_LINK_TTL_MAX = 7 * 24 * 3600
+PORTAL_LINK_TTL_DEFAULT = 3600
 
 # --------------------------------------------------------------------------- patterns
 
@@ -361,6 +364,46 @@ class EventType(Response):
     updated_at: Timestamp
 
 
+class PortalLinkCreate(Request):
+    ttl_seconds: int = Field(
+        default=PORTAL_LINK_TTL_DEFAULT,
+        ge=PORTAL_LINK_TTL_MIN,
+        le=PORTAL_LINK_TTL_MAX,
+        alias="ttlSeconds",
+        description="How long the link signs in, in seconds.",
+    )
+    read_only: bool = Field(
+        default=False,
+        alias="readOnly",
+        description="A read-only link may only read: every non-GET request answers 403.",
+    )
+
+
+class PortalLink(Response):
+    """A link that opens the portal signed in as the partner; the token is shown only here."""
+
+    url: Annotated[str, Field(description="`<base>/portal/#token=<token>`.")]
+    token: Annotated[
+        str,
+        Field(
+            description="Bearer credential for /webhooks/v1/* of this partner only, until "
+            "`expiresAt`; broker stores a hash."
+        ),
+    ]
+    expires_at: Annotated[Timestamp, Field(description="When the token stops working.")]
+    read_only: bool
+
+
+class PortalSession(Response):
+    """What the calling partner credential is and may do (the portal asks on sign-in)."""
+
+    partner_id: Id
+    read_only: bool
+    expires_at: Annotated[
+        Timestamp | None, Field(description="A portal link's end; null for a partner key.")
+    ]
+
+
 # --------------------------------------------------------------------------- producer
 
 
@@ -599,6 +642,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     RotateSecretRequest,
     PauseRequest,
     EmptyRequest,
+    PortalLinkCreate,
 )
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Problem,
@@ -622,6 +666,8 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     TestResult,
     Event,
     EventPage,
+    PortalLink,
+    PortalSession,
 )
 # Named string schemas the paths refer to.
 NAMED_TYPES: dict[str, Any] = {"EventName": EventName, "EventTypeFilter": EventTypeFilter}
