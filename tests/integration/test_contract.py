@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from broker.api.app import create_app
+from broker.runtime import running
 from tests.conftest import admin_headers, bearer, make_settings
 
 REG = "/webhooks/v1/registrations"
@@ -169,6 +170,15 @@ async def exercise(client: TestClient, receiver_url: str, db: Any) -> None:
     await c.get("/webhooks/v1/event-types", headers=partner)
     await c.delete(f"{REG}/{rid}", headers=partner)
     await c.post(f"{REG}/{rid}/test", headers=partner)  # 409: Deleted
+    # portal links
+    links = f"/admin/v1/partners/{created['id']}/portal-links"
+    await c.post(links, json={"ttlSeconds": 59}, headers=admin)  # 400
+    link = await (await c.post(links, json={"readOnly": True}, headers=admin)).json()
+    await c.get("/webhooks/v1/session", headers=bearer(link["token"]))
+    await c.get("/webhooks/v1/session", headers=partner)
+    await c.post(f"{REG}/{rid}/pause", headers=bearer(link["token"]))  # 403: read-only
+    await c.delete(links, headers=admin)
+    await c.delete("/admin/v1/partners/not-a-uuid/portal-links", headers=admin)  # 404
     # service
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         await c.get(path)
@@ -177,18 +187,18 @@ async def exercise(client: TestClient, receiver_url: str, db: Any) -> None:
 
 async def test_every_route_answers_what_the_document_says(db_url, db, receiver):
     seen: list[Exchange] = []
-    app = create_app(
-        make_settings(window_min_seconds=0.2, window_max_seconds=0.5), url=db_url, workers=True
-    )
-    app.middlewares.insert(0, recorder(seen))
-    client = RecordingClient(TestServer(app))
-    client.sent = []
-    await client.start_server()
-    try:
-        await exercise(client, receiver.url, db)
-        doc = await (await client.get("/openapi.json")).json()
-    finally:
-        await client.close()
+    settings = make_settings(window_min_seconds=0.2, window_max_seconds=0.5)
+    async with running(settings, url=db_url, role="all") as runtime:
+        app = create_app(runtime)
+        app.middlewares.insert(0, recorder(seen))
+        client = RecordingClient(TestServer(app))
+        client.sent = []
+        await client.start_server()
+        try:
+            await exercise(client, receiver.url, db)
+            doc = await (await client.get("/openapi.json")).json()
+        finally:
+            await client.close()
     assert len(client.sent) == len(seen)
     for exchange, body in zip(seen, client.sent, strict=True):
         exchange.request_body = body
