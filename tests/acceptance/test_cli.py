@@ -44,7 +44,8 @@ async def broker(db_url: str, *args: str, **env: str) -> Run:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=15)
+    # Generous: several of these start at once on a shared, busy machine (Python start-up).
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode())
 
