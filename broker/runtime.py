@@ -41,6 +41,7 @@ from typing import Any
 
 import aiohttp
 
+from broker import tracing
 from broker.api.group_commit import IngestBatcher
 from broker.config import Settings
 from broker.http.connector import make_outbound_session
@@ -171,6 +172,7 @@ async def running(
     """Start everything ``role`` (default: ``settings.role``) runs; stop it all on the way out."""
     role = role or settings.role
     db_url = url or database_url(settings)
+    tracing.configure()  # OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_pool(
             db_url,

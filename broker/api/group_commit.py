@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from broker import metrics
+from broker import metrics, tracing
 from broker.store.store import IngestAnswer, IngestRequest, Store, WindowRules
 
 # Upper bound of resource events per group commit: keeps one transaction's COPY bounded.
@@ -90,7 +90,18 @@ class IngestBatcher:
         self, batch: Sequence[tuple[IngestRequest, asyncio.Future[IngestAnswer]]]
     ) -> None:
         try:
-            answers = await self._store.ingest([request for request, _ in batch], self._rules)
+            with tracing.span(
+                "ingest",
+                requests=len(batch),
+                resource_events=sum(len(request.items) for request, _ in batch),
+                # Per item, so only worked out when someone is looking.
+                partner_ids=_partner_ids(batch) if tracing.enabled() else (),
+            ):
+                answers = await self._store.ingest(
+                    [request for request, _ in batch],
+                    self._rules,
+                    trace_parent=tracing.current_traceparent(),
+                )
         except asyncio.CancelledError:
             # Stopped mid-commit: the batch is out of the queue, so stop() cannot see it; its
             # waiters must not hang. 503 tells producers to retry (Idempotency-Key makes it safe).
@@ -114,3 +125,7 @@ class IngestBatcher:
         for (_, future), answer in zip(batch, answers, strict=True):
             if not future.done():
                 future.set_result(answer)
+
+
+def _partner_ids(batch: Sequence[tuple[IngestRequest, object]]) -> list[str]:
+    return sorted({str(item.partner_id) for request, _ in batch for item in request.items})

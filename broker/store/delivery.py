@@ -39,6 +39,7 @@ async def insert_event_objects(
     resources: Sequence[str],
     registration_ids: Sequence[uuid.UUID],
     event_ids: Sequence[uuid.UUID],
+    trace_parent: str | None = None,
 ) -> None:
     """A closed window's event objects: their history rows, queue rows and the registrations'
     ready rows, in the caller's transaction (the window close). The one way event objects for
@@ -50,6 +51,7 @@ async def insert_event_objects(
         event_name,
         list(resources),
         list(registration_ids),
+        trace_parent,
     )
 
 
@@ -289,4 +291,5 @@ def _claimed(row: asyncpg.Record, target: DeliveryTarget) -> ClaimedDelivery:
         probe=row["probe"],
         slow=row["slow"],
         target=target,
+        trace_parent=row["trace_parent"],
     )

@@ -17,7 +17,11 @@ from broker.store.records import (
 
 class IngestQueries(StoreBase):
     async def ingest(
-        self, requests: Sequence[IngestRequest], rules: WindowRules
+        self,
+        requests: Sequence[IngestRequest],
+        rules: WindowRules,
+        *,
+        trace_parent: str | None = None,
     ) -> list[IngestAnswer]:
         """Store several producers' requests in one transaction (group commit).
 
@@ -86,6 +90,7 @@ class IngestQueries(StoreBase):
                     rules.min_seconds,
                     rules.max_seconds,
                     rules.max_resources,
+                    trace_parent,
                 )
         for i, request in enumerate(requests):
             if answers[i] is None:

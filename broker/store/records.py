@@ -130,6 +130,8 @@ class ClaimedDelivery:
     slow: bool  # claimed into the slow lane (the registration failed recently)
     # Where to send it (cached per registration version, see DeliveryQueries.delivery_targets).
     target: DeliveryTarget
+    # The window close that made it (broker/tracing.py); its attempts are that span's children.
+    trace_parent: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

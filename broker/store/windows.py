@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from broker import tracing
 from broker.domain.ids import uuid7
 from broker.domain.windows import Fold, WindowRules, window_closes
 from broker.store.base import StoreBase
@@ -25,7 +26,13 @@ class WindowQueries(StoreBase):
         async with self.pool.acquire() as conn, conn.transaction():
             groups = await conn.fetch(Q.claim_due_windows, limit)
             for group in groups:
-                made = await self._close_window(conn, group, rules)
+                with tracing.span(
+                    "window.close",
+                    links=group["trace_links"],
+                    partner_id=group["partner_id"],
+                    event_name=group["event_name"],
+                ):
+                    made = await self._close_window(conn, group, rules)
                 if made is not None:
                     closed += 1
                     created += made
@@ -87,13 +94,16 @@ class WindowQueries(StoreBase):
             r["id"] for r in await conn.fetch(Q.matching_registrations, partner_id, event_name)
         ]
         if registrations:
+            event_ids = [uuid7() for _ in registrations]
+            tracing.set_attributes(event_ids=event_ids, registration_ids=registrations)
             await insert_event_objects(
                 conn,
                 partner_id=partner_id,
                 event_name=event_name,
                 resources=fold.resources,
                 registration_ids=registrations,
-                event_ids=[uuid7() for _ in registrations],
+                event_ids=event_ids,
+                trace_parent=tracing.current_traceparent(),
             )
         return len(registrations)
 

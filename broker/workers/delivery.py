@@ -24,7 +24,7 @@ from datetime import timedelta
 import aiohttp
 import asyncpg
 
-from broker import metrics
+from broker import metrics, tracing
 from broker.config import Settings
 from broker.domain.outcomes import decide
 from broker.domain.payload import event_body
@@ -117,15 +117,24 @@ class DeliveryWorker:
             previous_attempted_at=item.previous_attempted_at,
             resources=item.resources,
         )
-        outcome = await send(
-            self._session,
-            url=target.url,
-            msg_id=str(item.id),
-            body=body,
-            secrets=target.secrets,
-            basic_auth=target.basic_auth,
-            timeout=self._settings.delivery_timeout_seconds,
-        )
+        with tracing.span(
+            "delivery.attempt",
+            parent=item.trace_parent,
+            event_id=item.id,
+            registration_id=item.registration_id,
+            partner_id=item.partner_id,
+            attempt=item.attempt_count,
+        ):
+            outcome = await send(
+                self._session,
+                url=target.url,
+                msg_id=str(item.id),
+                body=body,
+                secrets=target.secrets,
+                basic_auth=target.basic_auth,
+                timeout=self._settings.delivery_timeout_seconds,
+            )
+            tracing.set_attributes(success=outcome.success, response_status=outcome.status or 0)
         decision = decide(
             success=outcome.success,
             response_status=outcome.status,

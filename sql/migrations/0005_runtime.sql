@@ -33,3 +33,9 @@ CREATE TABLE portal_links (
 );
 CREATE INDEX portal_links_partner ON portal_links (partner_id);
 CREATE INDEX portal_links_expiry ON portal_links (expires_at);
+
+-- Trace context carried by the work itself (broker/tracing.py): W3C traceparent text, NULL while
+-- tracing is off. A window keeps the contexts of (up to 16 of) the ingest commits that fed it;
+-- an event object keeps the context of the close that made it, which its attempts continue.
+ALTER TABLE window_groups ADD COLUMN trace_links text[];
+ALTER TABLE events ADD COLUMN trace_parent text;

@@ -7,8 +7,8 @@
 -- it waits at 'infinity' until a restart or unpause wakes it). Ready rows are upserted in
 -- registration order, the order every writer of delivery_ready locks them in.
 WITH ev AS (
-    INSERT INTO events (id, partner_id, registration_id, event_name, resources)
-    SELECT id, $2, reg, $3, $4::text[]
+    INSERT INTO events (id, partner_id, registration_id, event_name, resources, trace_parent)
+    SELECT id, $2, reg, $3, $4::text[], $6::text
     FROM unnest($1::uuid[], $5::uuid[]) AS t(id, reg)
     RETURNING id, registration_id, created_at
 ), queued AS (
@@ -120,7 +120,7 @@ WITH ready AS (
     ) AS nxt ON true
     WHERE d.registration_id = ready.registration_id
 )
-SELECT c.event_id AS id, e.partner_id, c.registration_id, e.event_name, e.resources,
+SELECT c.event_id AS id, e.partner_id, c.registration_id, e.event_name, e.resources, e.trace_parent,
        e.created_at, c.previous_attempted_at, c.attempt_count, c.round_attempts, c.attempted_at,
        c.status = 'Restarting' AS probe, c.slow, c.status AS registration_status,
        ready.target_version

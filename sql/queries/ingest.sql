@@ -27,16 +27,20 @@ WHERE producer_key_id = $1 AND idempotency_key = $2
 -- When it opens a window, or makes one due now (size rule), it notifies broker_windows (sent at
 -- commit): a sleeping aggregator learns the new earliest due time at once instead of after its
 -- poll interval, which keeps the time from a window's close to its delivery short.
+-- $7: this commit's trace context (NULL while tracing is off), kept for the close to link to.
 WITH up AS (
     INSERT INTO window_groups AS g (partner_id, event_name, opened_at, last_event_at, pending_count,
-                                    queued_count, due_at)
+                                    queued_count, due_at, trace_links)
     SELECT p, e, now(), now(), n, n,
            CASE WHEN n >= $6 THEN now()
-                ELSE now() + make_interval(secs => least($4::float8, $5::float8)) END
+                ELSE now() + make_interval(secs => least($4::float8, $5::float8)) END,
+           CASE WHEN $7::text IS NULL THEN NULL ELSE ARRAY[$7::text] END
     FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(p, e, n)
     ORDER BY p, e
     ON CONFLICT (partner_id, event_name) DO UPDATE SET
         last_event_at = now(),
+        trace_links = CASE WHEN $7::text IS NULL OR cardinality(g.trace_links) >= 16
+                           THEN g.trace_links ELSE array_append(g.trace_links, $7::text) END,
         pending_count = g.pending_count + excluded.pending_count,
         queued_count = g.queued_count + excluded.queued_count,
         due_at = CASE WHEN g.pending_count + excluded.pending_count >= $6 THEN now()

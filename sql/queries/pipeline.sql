@@ -2,7 +2,7 @@
 
 -- name: claim_due_windows
 -- FOR UPDATE SKIP LOCKED: each due group is closed by exactly one process.
-SELECT partner_id, event_name, opened_at, last_event_at, now() AS db_now
+SELECT partner_id, event_name, opened_at, last_event_at, trace_links, now() AS db_now
 FROM window_groups
 WHERE due_at <= now()
 ORDER BY due_at
