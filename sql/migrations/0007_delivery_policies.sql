@@ -1,0 +1,45 @@
+-- Per-registration delivery policy (timeout, retries, suspension threshold, rate limit,
+-- ordering, signature scheme, extra headers).
+--
+-- Typed columns, not one jsonb document: the delivery claim reads the rate limit, the ordering
+-- and the timeout of every registration it serves, and plain columns cost nothing to read there;
+-- the contract's ranges become CHECK constraints, so no writer (API, CLI, a hand-run UPDATE) can
+-- store a policy the engine would have to second-guess. NULL means "the global BROKER_* default"
+-- and is what every existing registration gets: nothing changes for them, and a later change of
+-- the global setting still reaches them. Only the header map, free-form by nature, is jsonb.
+--
+-- The consecutive-failure threshold counts with the existing failure_count (failed attempts
+-- since the last success), so no second counter is added.
+
+ALTER TABLE registrations
+    ADD COLUMN delivery_timeout_seconds float8
+        CHECK (delivery_timeout_seconds BETWEEN 1 AND 30),
+    -- '{}' is a choice (a single attempt); NULL is the global schedule.
+    ADD COLUMN retry_schedule float8[]
+        CHECK (cardinality(retry_schedule) <= 20
+               AND coalesce(array_ndims(retry_schedule), 1) = 1
+               AND array_position(retry_schedule, NULL) IS NULL
+               AND 0 <= ALL (retry_schedule) AND 86400 >= ALL (retry_schedule)),
+    ADD COLUMN suspend_after_consecutive_failures integer
+        CHECK (suspend_after_consecutive_failures BETWEEN 1 AND 1000),
+    ADD COLUMN rate_limit_per_second float8
+        CHECK (rate_limit_per_second BETWEEN 0.1 AND 10000),
+    ADD COLUMN delivery_ordering text
+        CHECK (delivery_ordering IN ('unordered', 'fifo')),
+    ADD COLUMN signature_scheme text
+        CHECK (signature_scheme IN ('standard-webhooks', 'hmac-sha256-hex', 'none')),
+    ADD COLUMN signature_header text
+        CHECK (length(signature_header) BETWEEN 1 AND 64),
+    ADD COLUMN signature_prefix text
+        CHECK (length(signature_prefix) <= 64),
+    ADD COLUMN signature_timestamp_header text
+        CHECK (length(signature_timestamp_header) BETWEEN 1 AND 64),
+    -- {"X-Tenant": "acme"}; names keep the partner's spelling. Empty = no extra headers.
+    ADD COLUMN extra_headers jsonb NOT NULL DEFAULT '{}'
+        CHECK (jsonb_typeof(extra_headers) = 'object');
+
+-- Only an hmac-sha256-hex registration has a header, prefix or timestamp header of its own.
+ALTER TABLE registrations ADD CONSTRAINT registrations_hmac_fields CHECK (
+    coalesce(signature_scheme = 'hmac-sha256-hex', false)
+    OR (signature_header IS NULL AND signature_prefix IS NULL
+        AND signature_timestamp_header IS NULL));

@@ -1,0 +1,120 @@
+"""Migration 0007 (per-registration delivery policy) upgrades a database in place.
+
+Built with every migration before 0007, filled with a registration and its queued event, then
+upgraded: the rows are kept, every policy column reads "global default", and the contract's
+ranges hold as constraints.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from broker.store.db import MIGRATIONS_DIR, migrate
+from tests.conftest import scratch_database
+
+VERSION = "0007"
+
+
+@pytest.fixture
+async def conn(base_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    async with scratch_database(base_database_url, prefix="broker_m7") as url:
+        connection = await asyncpg.connect(url)
+        yield connection
+        await connection.close()
+
+
+def migrations_before(tmp_path: Path) -> Path:
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        if path.name[:4] < VERSION:
+            shutil.copy(path, tmp_path / path.name)
+    return tmp_path
+
+
+async def test_0007_keeps_registrations_and_defaults_every_policy_field(conn, tmp_path):
+    await migrate(conn, migrations_before(tmp_path))
+    partner, reg, event = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
+    await conn.execute(
+        """INSERT INTO registrations (id, partner_id, url, event_types, secret, failure_count)
+           VALUES ($1, $2, 'https://example.com/hook', '{Core.*}', 'whsec_x', 3)""",
+        reg,
+        partner,
+    )
+    await conn.execute(
+        """INSERT INTO events (id, partner_id, registration_id, event_name, resources)
+           VALUES ($1, $2, $3, 'Core.Account.Opened', '{a/1}')""",
+        event,
+        partner,
+        reg,
+    )
+    before = dict(await conn.fetchrow("SELECT * FROM registrations WHERE id = $1", reg))
+
+    applied = await migrate(conn)
+    assert any(name.startswith(VERSION) for name in applied)
+
+    after = dict(await conn.fetchrow("SELECT * FROM registrations WHERE id = $1", reg))
+    assert {k: after[k] for k in before} == before
+    added = {k: v for k, v in after.items() if k not in before}
+    added["extra_headers"] = json.loads(added["extra_headers"])  # jsonb arrives as text here
+    assert added == {
+        "delivery_timeout_seconds": None,
+        "retry_schedule": None,
+        "suspend_after_consecutive_failures": None,
+        "rate_limit_per_second": None,
+        "delivery_ordering": None,
+        "signature_scheme": None,
+        "signature_header": None,
+        "signature_prefix": None,
+        "signature_timestamp_header": None,
+        "extra_headers": {},
+    }
+    assert await conn.fetchval("SELECT count(*) FROM events WHERE id = $1", event) == 1
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "delivery_timeout_seconds = 0.5",
+        "delivery_timeout_seconds = 31",
+        "retry_schedule = array_fill(1::float8, ARRAY[21])",
+        "retry_schedule = '{0, 86401}'",
+        "retry_schedule = '{-1}'",
+        "retry_schedule = '{1, NULL}'",
+        "retry_schedule = '{{1, 2}, {3, 4}}'",
+        "suspend_after_consecutive_failures = 0",
+        "rate_limit_per_second = 0.01",
+        "delivery_ordering = 'random'",
+        "signature_scheme = 'sha1'",
+        "signature_header = 'X-Sig'",  # only with hmac-sha256-hex
+        "extra_headers = '[]'",
+    ],
+)
+async def test_0007_constraints_refuse_values_outside_the_contract(conn, assignment):
+    await migrate(conn)
+    partner, reg = uuid.uuid4(), uuid.uuid4()
+    await conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
+    await conn.execute(
+        """INSERT INTO registrations (id, partner_id, url, event_types, secret)
+           VALUES ($1, $2, 'https://example.com/hook', '{*}', 'whsec_x')""",
+        reg,
+        partner,
+    )
+    with pytest.raises(asyncpg.CheckViolationError):
+        await conn.execute(f"UPDATE registrations SET {assignment} WHERE id = $1", reg)
+    # and the contract's own example is stored as it is
+    await conn.execute(
+        """UPDATE registrations SET delivery_timeout_seconds = 5,
+               retry_schedule = '{30, 300, 1800, 7200}', suspend_after_consecutive_failures = 5,
+               rate_limit_per_second = 50, delivery_ordering = 'fifo',
+               signature_scheme = 'hmac-sha256-hex', signature_header = 'X-Aerostic-Signature',
+               signature_prefix = 'sha256=', extra_headers = '{"X-Tenant": "acme"}'
+           WHERE id = $1""",
+        reg,
+    )
