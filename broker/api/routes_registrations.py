@@ -16,6 +16,7 @@ from broker.api.appkeys import HTTP_SESSION, SETTINGS, STORE
 from broker.api.auth import partner_id_of
 from broker.api.paging import PAGE_PARAMS as _PAGE_PARAMS
 from broker.api.paging import page_cursor, page_limit, page_of, query_errors
+from broker.api.policy_body import check_secret, merged_policy, names_policy
 from broker.api.problems import Problem, invalid, not_found
 from broker.api.schema import (
     EmptyRequest,
@@ -37,10 +38,12 @@ from broker.domain.errors import FieldError
 from broker.domain.ids import parse_uuid, utcnow, uuid7
 from broker.domain.models import Attempt, Registration
 from broker.domain.payload import event_body
+from broker.domain.policy import DEFAULT_POLICY, policy_defaults, resolve
 from broker.domain.signing import generate_secret
 from broker.domain.states import Status, Trigger
 from broker.http.addresses import UrlRefused, validate_callback_url
 from broker.http.sender import send
+from broker.store.registrations import StaleRegistration
 
 routes = web.RouteTableDef()
 log = logging.getLogger(__name__)
@@ -146,6 +149,14 @@ async def _get_usable(request: web.Request, action: str) -> Registration:
 async def create_registration(request: web.Request) -> web.Response:
     body, url, patterns = await _read_registration(request, _CREATE)
     assert url is not None and patterns is not None
+    errors: list[FieldError] = []
+    policy = merged_policy(body, DEFAULT_POLICY, errors)
+    # A generated whsec_ secret suits every scheme; a given one must suit the chosen scheme.
+    if policy is not None and body.secret is not None:
+        check_secret(policy, body.secret, "secret", errors)
+    if errors:
+        raise invalid(errors)
+    assert policy is not None
     reg = await request.app[STORE].create_registration(
         partner_id=partner_id_of(request),
         url=url,
@@ -154,6 +165,7 @@ async def create_registration(request: web.Request) -> web.Response:
         secret=body.secret or generate_secret(),
         basic_auth=body.basic_auth,
         max_live=request.app[SETTINGS].max_registrations_per_partner,
+        policy=policy,
     )
     return json_response(
         RegistrationCreated.model_validate(reg),
@@ -183,18 +195,35 @@ async def get_registration(request: web.Request) -> web.Response:
 async def update_registration(request: web.Request) -> web.Response:
     reg_id = _registration_id(request)
     body, url, patterns = await _read_registration(request, _UPDATE)
-    reg = await request.app[STORE].update_registration(
-        reg_id,
-        partner_id_of(request),
-        url=url,
-        event_types=patterns,
-        description=body.description,
-        set_basic_auth="basic_auth" in body.model_fields_set,
-        basic_auth=body.basic_auth,
-    )
-    if reg is None:
-        raise not_found("registration")
-    return json_response(RegistrationOut.model_validate(reg))
+    for _ in range(5):  # a policy change merges into the stored one; again if that moved
+        policy = merged_from = None
+        if names_policy(body):
+            current = await _get_usable(request, "update")
+            errors: list[FieldError] = []
+            policy = merged_policy(body, current.policy, errors)
+            if policy is not None and "signature" in body.model_fields_set:
+                check_secret(policy, current.secret, "signature.scheme", errors)
+            if errors:
+                raise invalid(errors)
+            merged_from = current.updated_at
+        try:
+            reg = await request.app[STORE].update_registration(
+                reg_id,
+                partner_id_of(request),
+                url=url,
+                event_types=patterns,
+                description=body.description,
+                set_basic_auth="basic_auth" in body.model_fields_set,
+                basic_auth=body.basic_auth,
+                policy=policy,
+                merged_from=merged_from,
+            )
+        except StaleRegistration:
+            continue
+        if reg is None:
+            raise not_found("registration")
+        return json_response(RegistrationOut.model_validate(reg))
+    raise Problem(409, "Conflict", "the registration kept changing; send the PATCH again")
 
 
 async def _transition(
@@ -252,6 +281,11 @@ async def unpause_registration(request: web.Request) -> web.Response:
 @routes.post("/webhooks/v1/registrations/{id}/rotate-secret")
 async def rotate_secret(request: web.Request) -> web.Response:
     body: RotateSecretRequest = await read_model(request, _ROTATE, optional=True)
+    if body.secret is not None:  # it must suit the registration's signature scheme
+        current = await _get_usable(request, "rotate the secret of")
+        errors: list[FieldError] = []
+        if not check_secret(current.policy, body.secret, "secret", errors):
+            raise invalid(errors)
     reg = await request.app[STORE].rotate_secret(
         _registration_id(request),
         partner_id_of(request),
@@ -287,6 +321,8 @@ async def test_registration(request: web.Request) -> web.Response:
         and (reg.previous_secret_expires_at.timestamp() > time.time())
     ):
         live.append(reg.previous_secret)
+    # The registration's own timeout, signature scheme and headers, as a real delivery gets.
+    policy = resolve(reg.policy, policy_defaults(settings))
     outcome = await send(
         request.app[HTTP_SESSION],
         url=reg.url,
@@ -294,7 +330,9 @@ async def test_registration(request: web.Request) -> web.Response:
         body=body,
         secrets=live,
         basic_auth=reg.basic_auth,
-        timeout=settings.delivery_timeout_seconds,
+        timeout=policy.timeout_seconds,
+        signature=policy.signature,
+        extra_headers=policy.headers,
     )
     attempt = Attempt(
         event_id=event_id,
@@ -305,13 +343,22 @@ async def test_registration(request: web.Request) -> web.Response:
         error=outcome.error,
         response_body=outcome.body,
     )
-    await request.app[STORE].record_test_delivery(
+    _, moved = await request.app[STORE].record_test_delivery(
         event_id=event_id,
         partner_id=reg.partner_id,
         registration_id=reg.id,
         success=outcome.success,
         attempt=attempt,
     )
+    if moved is not None:  # the failure reached suspendAfterConsecutiveFailures
+        metrics.REGISTRATION_TRANSITIONS.labels(to=moved.value).inc()
+        log.warning(
+            "registration %s is now %s (%d consecutive failures, test delivery included)",
+            reg.id,
+            moved.value,
+            reg.policy.delivery.suspend_after_consecutive_failures or 0,
+            extra={"registration_id": reg.id, "partner_id": reg.partner_id, "to_status": moved},
+        )
     return json_response(
         TestResult.model_validate(
             {"success": outcome.success, "event_id": event_id, "attempt": attempt}

@@ -37,8 +37,8 @@ from pydantic.alias_generators import to_camel
 from typing_extensions import TypedDict
 
 from broker.domain import errors as domain
+from broker.domain import policy as P
 from broker.domain.ids import format_time
-from broker.domain.signing import secret_key_bytes
 from broker.domain.states import EVENT_STATUSES, EventStatus, Status
 from broker.http.addresses import MAX_URL_LENGTH as URL_MAX_LENGTH
 
@@ -96,6 +96,12 @@ BASIC_AUTH_PATTERN = (
 # ``whsec_`` + standard base64 of 24 to 64 bytes (32 to 88 base64 characters).
 SECRET_PATTERN = r"^whsec_[A-Za-z0-9+/]{30,86}[A-Za-z0-9+/=]{2}$"
 SIGNATURE_PATTERN = r"^v1,[A-Za-z0-9+/]+={0,2}( v1,[A-Za-z0-9+/]+={0,2})*$"
+# A secret given for a registration: printable ASCII (its scheme's own rules are checked by the
+# handler: standard-webhooks wants whsec_ + base64, see broker.domain.signatures).
+OWN_SECRET_PATTERN = r"^[\x20-\x7e]*$"
+# Extra header names are HTTP tokens; values and signature prefixes visible ASCII and space.
+HEADER_NAME_PATTERN = P.HTTP_TOKEN.pattern
+HEADER_VALUE_PATTERN = P.PRINTABLE.pattern
 
 # What a pattern mismatch says, per pattern (pydantic would quote the regex).
 _PATTERN_MESSAGES: dict[str, str | None] = {
@@ -109,6 +115,10 @@ _PATTERN_MESSAGES: dict[str, str | None] = {
     NAME_PATTERN: "must not be blank or contain NUL characters",
     BASIC_AUTH_PATTERN: "must be user:password or its base64 encoding",
     SECRET_PATTERN: "must be whsec_ followed by the base64 of 24 to 64 bytes",
+    OWN_SECRET_PATTERN: "must be printable ASCII characters",
+    HEADER_NAME_PATTERN: "a header name must be an HTTP token (letters, digits and "
+    "!#$%&'*+-.^_`|~)",
+    HEADER_VALUE_PATTERN: "must be printable ASCII characters (no CR, LF or tab)",
 }
 
 # Each pattern for Python's re, used with fullmatch (compiled once, at import).
@@ -128,11 +138,6 @@ def full(pattern: str, text: str) -> bool:
 REGISTRATION_STATUSES = tuple(s.value for s in Status)
 
 # --------------------------------------------------------------------------- field types
-
-
-def _checked_secret(value: str) -> str:
-    secret_key_bytes(value)  # ValueError says what is wrong
-    return value
 
 
 def _basic_auth_header_value(value: str) -> str:
@@ -232,11 +237,14 @@ EventTypeFilters = Annotated[
 OwnSecret = Annotated[
     str,
     Field(
-        pattern=SECRET_PATTERN,
-        description="Your own secret, `whsec_` + base64 of 24 to 64 bytes; generated when "
-        "absent or null.",
+        min_length=16,
+        max_length=256,
+        pattern=OWN_SECRET_PATTERN,
+        description="Your own secret; generated (`whsec_` + base64 of 32 random bytes) when "
+        "absent or null. With the standard-webhooks scheme: `whsec_` + base64 of 24 to 64 "
+        "bytes. With hmac-sha256-hex (or none): any 16 to 256 printable ASCII characters, "
+        "used as the HMAC key exactly as given.",
     ),
-    AfterValidator(_checked_secret),
 ]
 BasicAuth = Annotated[
     str,
@@ -255,7 +263,10 @@ ApiKey = Annotated[
 ]
 SigningSecret = Annotated[
     str,
-    Field(pattern=r"^whsec_", description="Signing secret: `whsec_` + base64 of the HMAC key."),
+    Field(
+        description="Signing secret: `whsec_` + base64 of the HMAC key, or the secret given "
+        "for the hmac-sha256-hex scheme."
+    ),
 ]
 
 # --------------------------------------------------------------------------- base classes
@@ -434,10 +445,143 @@ class IngestAccepted(Response):
     accepted: Annotated[int, Field(ge=0)]
 
 
+# --------------------------------------------------------------------------- delivery policy
+# Bounds from broker.domain.policy (the contract's ranges); the rules spanning fields (reserved
+# header names, scheme-only fields, the secret a scheme can sign with) are checked there on the
+# policy a request would leave behind.
+
+Timeout = Annotated[float, Field(ge=P.TIMEOUT_SECONDS.low, le=P.TIMEOUT_SECONDS.high)]
+RetryDelay = Annotated[float, Field(ge=P.RETRY_DELAY_SECONDS.low, le=P.RETRY_DELAY_SECONDS.high)]
+SuspendAfter = Annotated[
+    int, Field(ge=P.SUSPEND_AFTER_FAILURES.low, le=P.SUSPEND_AFTER_FAILURES.high)
+]
+RatePerSecond = Annotated[
+    float, Field(ge=P.RATE_LIMIT_PER_SECOND.low, le=P.RATE_LIMIT_PER_SECOND.high)
+]
+Ordering = Literal["unordered", "fifo"]
+Scheme = Literal["standard-webhooks", "hmac-sha256-hex", "none"]
+HeaderName = Annotated[
+    str,
+    Field(
+        min_length=int(P.HEADER_NAME_LENGTH.low),
+        max_length=int(P.HEADER_NAME_LENGTH.high),
+        pattern=HEADER_NAME_PATTERN,
+    ),
+]
+HeaderValue = Annotated[
+    str,
+    Field(
+        min_length=int(P.HEADER_VALUE_LENGTH.low),
+        max_length=int(P.HEADER_VALUE_LENGTH.high),
+        pattern=HEADER_VALUE_PATTERN,
+    ),
+]
+_HEADERS_DESCRIPTION = (
+    f"Up to {P.MAX_HEADERS} extra request headers. Refused: Host, Content-Type, "
+    "Content-Length, Transfer-Encoding, Connection, User-Agent, Authorization, Cookie, any "
+    "webhook-* name, and the registration's own signature and timestamp headers."
+)
+# Names are checked with the other header rules (they name the header in the error).
+_HEADER_NAMES_SCHEMA = {
+    "propertyNames": {
+        "minLength": int(P.HEADER_NAME_LENGTH.low),
+        "maxLength": int(P.HEADER_NAME_LENGTH.high),
+        "pattern": HEADER_NAME_PATTERN,
+    },
+    "maxProperties": P.MAX_HEADERS,
+}
+
+
+class DeliveryPolicyUpdate(Request):
+    """How broker delivers to this registration. A field left out is kept (on create: the
+    default); `null` returns it to the global default."""
+
+    timeout_seconds: Timeout | None = Field(
+        default=None, alias="timeoutSeconds", description="Seconds to wait for an answer."
+    )
+    retry_schedule: Annotated[list[RetryDelay], Field(max_length=P.MAX_RETRY_DELAYS)] | None = (
+        Field(
+            default=None,
+            alias="retrySchedule",
+            description="Delays in seconds before each retry (with the global jitter); `[]` "
+            "means a single attempt.",
+        )
+    )
+    suspend_after_consecutive_failures: SuspendAfter | None = Field(
+        default=None,
+        alias="suspendAfterConsecutiveFailures",
+        description="That many failed attempts in a row (test deliveries included) suspend "
+        "the registration, even before an event exhausts its retries.",
+    )
+    rate_limit_per_second: RatePerSecond | None = Field(
+        default=None,
+        alias="rateLimitPerSecond",
+        description="Attempts to this registration never exceed this rate, across all worker "
+        "processes.",
+    )
+    ordering: Ordering | None = Field(
+        default=None,
+        description="`fifo`: one attempt in flight, event objects in createdAt order; a "
+        "failing event holds back the later ones.",
+    )
+
+
+class SignaturePolicyUpdate(Request):
+    """How broker signs requests to this registration; `null` = the default."""
+
+    scheme: Scheme | None = Field(default=None, description="Default `standard-webhooks`.")
+    header: HeaderName | None = Field(
+        default=None, description="hmac-sha256-hex only; default `X-Webhook-Signature`."
+    )
+    prefix: (
+        Annotated[str, Field(max_length=P.MAX_PREFIX_LENGTH, pattern=HEADER_VALUE_PATTERN)] | None
+    ) = Field(default=None, description="hmac-sha256-hex only; default `sha256=`.")
+    timestamp_header: HeaderName | None = Field(
+        default=None,
+        alias="timestampHeader",
+        description="hmac-sha256-hex only: this header carries the unix time and the HMAC "
+        "covers `{timestamp}.{body}`.",
+    )
+
+
+# In a PATCH a null header value removes that header (JSON merge patch).
+HeadersUpdate = Annotated[
+    dict[str, HeaderValue | None],
+    Field(description=_HEADERS_DESCRIPTION, json_schema_extra=_HEADER_NAMES_SCHEMA),
+]
+
+
+class DeliveryPolicy(Response):
+    """The registration's delivery settings; `null` = the global default."""
+
+    timeout_seconds: float | None
+    retry_schedule: list[float] | None
+    suspend_after_consecutive_failures: int | None
+    rate_limit_per_second: float | None
+    ordering: Ordering | None
+
+
+class SignaturePolicy(Response):
+    """How requests to the registration are signed; `null` = the default."""
+
+    scheme: Scheme | None
+    header: str | None
+    prefix: str | None
+    timestamp_header: str | None
+
+
+class _PolicyFields(BaseModel):
+    """The policy fields a registration create or update may carry (merged as described)."""
+
+    delivery: DeliveryPolicyUpdate | None = None
+    signature: SignaturePolicyUpdate | None = None
+    headers: HeadersUpdate | None = None
+
+
 # --------------------------------------------------------------------------- registrations
 
 
-class RegistrationCreate(Request):
+class RegistrationCreate(Request, _PolicyFields):
     url: CallbackUrl
     event_types: EventTypeFilters = Field(alias="eventTypes")
     description: Text = ""
@@ -453,8 +597,10 @@ def _absent_is_not_null(schema: dict[str, Any]) -> None:
             del prop["default"]
 
 
-class RegistrationUpdate(Request):
-    """Only the fields present change."""
+class RegistrationUpdate(Request, _PolicyFields):
+    """Only the fields present change; `delivery`, `signature` and `headers` merge into the
+    stored policy (JSON merge patch: `null` returns a field, or a whole object, to its
+    default)."""
 
     model_config = ConfigDict(json_schema_extra=_absent_is_not_null)
     # None: absent (unchanged); an explicit null is refused, as the document says.
@@ -520,6 +666,9 @@ class Registration(Response):
     ]
     created_at: Annotated[Timestamp, Field(description="When the registration was created.")]
     updated_at: Annotated[Timestamp, Field(description="When the registration last changed.")]
+    delivery: DeliveryPolicy
+    signature: SignaturePolicy
+    headers: Annotated[dict[str, str], Field(description=_HEADERS_DESCRIPTION)]
     breaker: Annotated[Breaker, Field(json_schema_extra={"readOnly": True})]
 
 
@@ -638,6 +787,8 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     ResourceEventBatch,
     RegistrationCreate,
     RegistrationUpdate,
+    DeliveryPolicyUpdate,
+    SignaturePolicyUpdate,
     RestartRequest,
     RotateSecretRequest,
     PauseRequest,
@@ -658,6 +809,8 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     EventTypeList,
     IngestAccepted,
     Registration,
+    DeliveryPolicy,
+    SignaturePolicy,
     RegistrationCreated,
     RegistrationList,
     RotateResult,

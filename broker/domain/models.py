@@ -8,6 +8,12 @@ from datetime import datetime
 from typing import NamedTuple
 
 from broker.domain.isolation import CLOSED, Breaker
+from broker.domain.policy import (
+    DEFAULT_POLICY,
+    DeliveryPolicy,
+    RegistrationPolicy,
+    SignaturePolicy,
+)
 from broker.domain.states import Status
 
 
@@ -67,6 +73,21 @@ class Registration:
     updated_at: datetime
     # Delivery back-pressure, read-only (see broker.domain.isolation); never a status.
     breaker: Breaker = CLOSED
+    # Timeout, retries, suspension, rate, ordering, signature and headers; unset = global.
+    policy: RegistrationPolicy = DEFAULT_POLICY
+
+    # The policy's three parts as the API shows them.
+    @property
+    def delivery(self) -> DeliveryPolicy:
+        return self.policy.delivery
+
+    @property
+    def signature(self) -> SignaturePolicy:
+        return self.policy.signature
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.policy.headers)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

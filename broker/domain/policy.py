@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from broker.domain.errors import FieldError
 
@@ -184,6 +184,19 @@ class Defaults:
     suspend_after_consecutive_failures: int | None = None
     rate_limit_per_second: float | None = None
     ordering: Ordering = DEFAULT_ORDERING
+
+
+class _GlobalSettings(Protocol):
+    delivery_timeout_seconds: float
+    retry_schedule: tuple[float, ...]
+
+
+def policy_defaults(settings: _GlobalSettings) -> Defaults:
+    """The defaults a policy falls back to, from the process's settings."""
+    return Defaults(
+        timeout_seconds=settings.delivery_timeout_seconds,
+        retry_schedule=tuple(settings.retry_schedule),
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

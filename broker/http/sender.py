@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import aiohttp
 
 from broker import __version__
+from broker.domain.policy import STANDARD_WEBHOOKS, SignatureSpec, is_reserved_header
 from broker.domain.retry import parse_retry_after
-from broker.domain.signing import secret_key_bytes, signature_header
+from broker.domain.signatures import signature_headers
 
 USER_AGENT = f"broker-webhooks/{__version__}"
 RESPONSE_EXCERPT_BYTES = 1024
@@ -35,20 +36,31 @@ class SendOutcome:
 
 
 def signed_headers(
-    *, msg_id: str, body: bytes, secrets: Sequence[str], basic_auth: str | None, now: float
+    *,
+    msg_id: str,
+    body: bytes,
+    secrets: Sequence[str],
+    basic_auth: str | None,
+    now: float,
+    signature: SignatureSpec = STANDARD_WEBHOOKS,
+    extra: Sequence[tuple[str, str]] = (),
 ) -> dict[str, str]:
-    timestamp = int(now)
-    headers = {
+    """The request headers: the registration's own extra headers first, then broker's, which
+    therefore win over any extra header of the same name (the API refuses such names anyway)."""
+    headers = {name: value for name, value in extra if not is_reserved_header(name)}
+    own = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature_header(
-            [secret_key_bytes(s) for s in secrets], msg_id, timestamp, body
+        **signature_headers(
+            signature, msg_id=msg_id, body=body, secrets=secrets, timestamp=int(now)
         ),
     }
     if basic_auth:
-        headers["Authorization"] = f"Basic {basic_auth}"
+        own["Authorization"] = f"Basic {basic_auth}"
+    for name in own:
+        for taken in [h for h in headers if h.lower() == name.lower()]:
+            del headers[taken]
+    headers.update(own)
     return headers
 
 
@@ -84,10 +96,18 @@ async def send(
     secrets: Sequence[str],
     basic_auth: str | None,
     timeout: float,
+    signature: SignatureSpec = STANDARD_WEBHOOKS,
+    extra_headers: Sequence[tuple[str, str]] = (),
 ) -> SendOutcome:
     started = time.monotonic()
     headers = signed_headers(
-        msg_id=msg_id, body=body, secrets=secrets, basic_auth=basic_auth, now=time.time()
+        msg_id=msg_id,
+        body=body,
+        secrets=secrets,
+        basic_auth=basic_auth,
+        now=time.time(),
+        signature=signature,
+        extra=extra_headers,
     )
     status: int | None = None
     excerpt: bytes | None = None

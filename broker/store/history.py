@@ -9,7 +9,7 @@ from broker.domain.models import (
     Attempt,
     Event,
 )
-from broker.domain.states import EVENT_STATUSES
+from broker.domain.states import EVENT_STATUSES, Status
 from broker.store.base import StoreBase
 from broker.store.queries import Q
 from broker.store.records import (
@@ -128,7 +128,9 @@ class HistoryQueries(StoreBase):
         registration_id: uuid.UUID,
         success: bool,
         attempt: Attempt,
-    ) -> Event:
+    ) -> tuple[Event, Status | None]:
+        """The recorded test event, and the status its registration moved to (a failure that
+        reached the registration's suspendAfterConsecutiveFailures), else None."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 Q.insert_test_event,
@@ -148,4 +150,8 @@ class HistoryQueries(StoreBase):
                 [attempt.error],
                 [attempt.response_body],
             )
-        return event_from_row(row)
+            outcome = await conn.fetchrow(Q.record_test_outcome, registration_id, success)
+        moved = None
+        if outcome is not None and outcome["was"] != outcome["status"]:
+            moved = Status(outcome["status"])
+        return event_from_row(row), moved

@@ -20,6 +20,7 @@ from broker.domain.models import (
     ResourceEvent,
 )
 from broker.domain.states import Status, Trigger
+from broker.store.policy_rows import policy_from_row
 
 KEY_PREFIXES = {
     "partner": "bk_partner_",
@@ -57,6 +58,7 @@ def registration_from_row(row: asyncpg.Record) -> Registration:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         breaker=breaker_from_row(row),
+        policy=policy_from_row(row),
     )
 
 

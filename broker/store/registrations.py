@@ -12,12 +12,18 @@ from broker.domain.ids import uuid7
 from broker.domain.models import (
     Registration,
 )
+from broker.domain.policy import DEFAULT_POLICY, RegistrationPolicy
 from broker.domain.states import Status, TransitionRefused, Trigger, next_status
 from broker.store.base import StoreBase
+from broker.store.policy_rows import policy_params
 from broker.store.queries import Q
 from broker.store.records import (
     registration_from_row,
 )
+
+
+class StaleRegistration(Exception):
+    """The registration changed between the read a PATCH merged into and its write."""
 
 
 class RegistrationQueries(StoreBase):
@@ -31,6 +37,7 @@ class RegistrationQueries(StoreBase):
         secret: str,
         basic_auth: str | None,
         max_live: int | None = None,
+        policy: RegistrationPolicy = DEFAULT_POLICY,
     ) -> Registration:
         """The new registration; LimitReached when the partner already has ``max_live`` that
         are not Deleted (checked with the partner row locked, so concurrent creates cannot
@@ -53,6 +60,7 @@ class RegistrationQueries(StoreBase):
                 description,
                 secret,
                 basic_auth,
+                *policy_params(policy),
             )
         return registration_from_row(row)
 
@@ -100,8 +108,12 @@ class RegistrationQueries(StoreBase):
         description: str | None,
         set_basic_auth: bool,
         basic_auth: str | None,
+        policy: RegistrationPolicy | None = None,
+        merged_from: datetime | None = None,
     ) -> Registration | None:
-        """None when unknown; TransitionRefused when Deleted."""
+        """None when unknown; TransitionRefused when Deleted. A new ``policy`` is written only
+        over the version (``updated_at``) ``merged_from`` it was merged from; StaleRegistration
+        when the registration changed since."""
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
                 Q.update_registration,
@@ -112,12 +124,17 @@ class RegistrationQueries(StoreBase):
                 description,
                 set_basic_auth,
                 basic_auth,
+                policy is not None,
+                merged_from,
+                *policy_params(policy or DEFAULT_POLICY),
             )
             if row is not None:
                 return registration_from_row(row)
             current = await self._current_status(conn, registration_id, partner_id)
         if current is None:
             return None
+        if current is not Status.DELETED and policy is not None:
+            raise StaleRegistration(registration_id)
         raise TransitionRefused(current, Trigger.UPDATE)
 
     async def transition(

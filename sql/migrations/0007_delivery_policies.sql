@@ -8,8 +8,11 @@
 -- and is what every existing registration gets: nothing changes for them, and a later change of
 -- the global setting still reaches them. Only the header map, free-form by nature, is jsonb.
 --
--- The consecutive-failure threshold counts with the existing failure_count (failed attempts
--- since the last success), so no second counter is added.
+-- consecutive_failures is what suspendAfterConsecutiveFailures compares with: failed attempts
+-- since the last success, test deliveries included (the job-status vendor counts them, and the
+-- contract says so). failure_count stays what the API has always shown (delivery attempts only;
+-- a test delivery changes no status and no failureCount), so it cannot serve for both; the new
+-- counter starts from it.
 
 ALTER TABLE registrations
     ADD COLUMN delivery_timeout_seconds float8
@@ -36,7 +39,10 @@ ALTER TABLE registrations
         CHECK (length(signature_timestamp_header) BETWEEN 1 AND 64),
     -- {"X-Tenant": "acme"}; names keep the partner's spelling. Empty = no extra headers.
     ADD COLUMN extra_headers jsonb NOT NULL DEFAULT '{}'
-        CHECK (jsonb_typeof(extra_headers) = 'object');
+        CHECK (jsonb_typeof(extra_headers) = 'object'),
+    ADD COLUMN consecutive_failures integer NOT NULL DEFAULT 0;
+
+UPDATE registrations SET consecutive_failures = failure_count WHERE failure_count <> 0;
 
 -- Only an hmac-sha256-hex registration has a header, prefix or timestamp header of its own.
 ALTER TABLE registrations ADD CONSTRAINT registrations_hmac_fields CHECK (

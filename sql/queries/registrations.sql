@@ -1,8 +1,13 @@
 -- Registrations: the partner API's callback URLs and their state machine.
 
 -- name: insert_registration
-INSERT INTO registrations (id, partner_id, url, event_types, description, secret, basic_auth)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+-- $8..$17: the delivery policy, in broker.store.policy_rows.POLICY_COLUMNS order.
+INSERT INTO registrations (id, partner_id, url, event_types, description, secret, basic_auth,
+                           delivery_timeout_seconds, retry_schedule,
+                           suspend_after_consecutive_failures, rate_limit_per_second,
+                           delivery_ordering, signature_scheme, signature_header,
+                           signature_prefix, signature_timestamp_header, extra_headers)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 RETURNING *;
 
 -- name: list_registrations
@@ -40,13 +45,28 @@ SELECT * FROM registrations WHERE id = $1 AND partner_id = $2;
 
 -- name: update_registration
 -- Guarded by status: a registration deleted meanwhile is not resurrected by a PATCH.
+-- $8 true: the policy columns become $10..$19 (the merged policy the API validated), but only
+-- if the row is still the version $9 it was merged from: two PATCHes racing must not lose one
+-- another's fields (the loser re-reads and merges again).
 UPDATE registrations SET
     url = coalesce($3, url),
     event_types = coalesce($4, event_types),
     description = coalesce($5, description),
     basic_auth = CASE WHEN $6 THEN $7 ELSE basic_auth END,
+    delivery_timeout_seconds = CASE WHEN $8 THEN $10 ELSE delivery_timeout_seconds END,
+    retry_schedule = CASE WHEN $8 THEN $11 ELSE retry_schedule END,
+    suspend_after_consecutive_failures =
+        CASE WHEN $8 THEN $12 ELSE suspend_after_consecutive_failures END,
+    rate_limit_per_second = CASE WHEN $8 THEN $13 ELSE rate_limit_per_second END,
+    delivery_ordering = CASE WHEN $8 THEN $14 ELSE delivery_ordering END,
+    signature_scheme = CASE WHEN $8 THEN $15 ELSE signature_scheme END,
+    signature_header = CASE WHEN $8 THEN $16 ELSE signature_header END,
+    signature_prefix = CASE WHEN $8 THEN $17 ELSE signature_prefix END,
+    signature_timestamp_header = CASE WHEN $8 THEN $18 ELSE signature_timestamp_header END,
+    extra_headers = CASE WHEN $8 THEN $19 ELSE extra_headers END,
     updated_at = now()
 WHERE id = $1 AND partner_id = $2 AND status <> 'Deleted'
+  AND (NOT $8 OR updated_at = $9)
 RETURNING *;
 
 -- name: transition_registration
@@ -68,3 +88,23 @@ UPDATE registrations SET
     updated_at = now()
 WHERE id = $1 AND partner_id = $2 AND status <> 'Deleted'
 RETURNING *;
+
+-- name: record_test_outcome
+-- A test delivery counts towards suspendAfterConsecutiveFailures like any attempt (the
+-- job-status vendor counts them too), though it changes no failureCount: consecutive_failures
+-- is reset by its success and raised by its failure, and an Active registration whose count
+-- reaches its threshold becomes Suspended. RETURNING the status before and after.
+WITH old AS (
+    SELECT id, status FROM registrations WHERE id = $1 FOR NO KEY UPDATE
+)
+UPDATE registrations r SET
+    consecutive_failures = CASE WHEN $2 THEN 0 ELSE r.consecutive_failures + 1 END,
+    status = CASE WHEN NOT $2 AND r.status = 'Active'
+                       AND r.consecutive_failures + 1 >= r.suspend_after_consecutive_failures
+                  THEN 'Suspended' ELSE r.status END,
+    updated_at = CASE WHEN NOT $2 AND r.status = 'Active'
+                           AND r.consecutive_failures + 1 >= r.suspend_after_consecutive_failures
+                      THEN now() ELSE r.updated_at END
+FROM old
+WHERE r.id = old.id
+RETURNING old.status AS was, r.status;

@@ -1,8 +1,8 @@
 """Migration 0007 (per-registration delivery policy) upgrades a database in place.
 
 Built with every migration before 0007, filled with a registration and its queued event, then
-upgraded: the rows are kept, every policy column reads "global default", and the contract's
-ranges hold as constraints.
+upgraded: the rows are kept, every policy column reads "global default", the new failure
+counter starts from the old one, and the contract's ranges hold as constraints.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ async def test_0007_keeps_registrations_and_defaults_every_policy_field(conn, tm
         "signature_prefix": None,
         "signature_timestamp_header": None,
         "extra_headers": {},
+        "consecutive_failures": 3,  # starts from failure_count
     }
     assert await conn.fetchval("SELECT count(*) FROM events WHERE id = $1", event) == 1
 
