@@ -383,7 +383,8 @@
     return el("tr", { dataset: { registrationId: reg.id, status } },
       el("td", { className: "cell-url" },
         el("span", { id: urlId, className: "url" }, reg.url || ""),
-        reg.description ? el("span", { className: "description" }, reg.description) : null),
+        reg.description ? el("span", { className: "description" }, reg.description) : null,
+        policySummary(reg) ? el("span", { className: "policy-summary" }, policySummary(reg)) : null),
       el("td", {}, el("ul", { className: "tags" }, types.map((t) => el("li", {}, el("code", {}, t))))),
       el("td", {}, badge("status", status), breakerNote(reg.breaker)),
       el("td", { className: "num" }, String(reg.failureCount ?? 0)),
@@ -587,11 +588,20 @@
     const basicAuth = $("create-basic-auth").value;
     if (description) body.description = description;
     if (basicAuth) body.basicAuth = basicAuth;
+    const secret = $("create-secret").value;
+    if (secret) body.secret = secret;
+    const policy = readPolicyFields("create");
+    const delivery = Object.fromEntries(Object.entries(policy.delivery).filter(([, v]) => v !== null));
+    const signature = Object.fromEntries(Object.entries(policy.signature).filter(([, v]) => v !== null));
+    if (Object.keys(delivery).length) body.delivery = delivery;
+    if (Object.keys(signature).length) body.signature = signature;
+    if (Object.keys(policy.headers).length) body.headers = policy.headers;
     const button = $("create-submit");
     button.disabled = true;
     try {
       const reg = await api("POST", "/webhooks/v1/registrations", body);
       $("create-form").reset();
+      fillPolicyFields("create", null);
       syncEventTypeBoxes();
       upsertRegistration(Object.fromEntries(Object.entries(reg).filter(([k]) => k !== "secret")));
       fillRegistrationSelect();
@@ -602,6 +612,126 @@
     } finally {
       button.disabled = false;
     }
+  }
+
+
+  // ---------------------------------------------------------------- delivery policy
+
+  /* One set of inputs for a registration's delivery policy, built twice: into the create form
+     (prefix "create") and the edit dialog (prefix "edit"). Empty means "the global default". */
+  const POLICY_NUMBERS = [
+    ["timeoutSeconds", "Timeout (seconds)", "1 to 30; empty: the broker's default.", "0.1"],
+    ["suspendAfterConsecutiveFailures", "Suspend after consecutive failures", "1 to 1000 failed attempts in a row, test deliveries included; empty: only when retries run out.", "1"],
+    ["rateLimitPerSecond", "Rate limit (attempts per second)", "0.1 to 10000, across all workers; empty: no limit.", "0.1"],
+  ];
+  const SIGNATURE_TEXTS = [
+    ["header", "Signature header", "Default X-Webhook-Signature."],
+    ["prefix", "Signature prefix", "Default sha256=."],
+    ["timestampHeader", "Timestamp header", "Optional, e.g. Request-Timestamp: the HMAC then covers \"{timestamp}.{body}\"."],
+  ];
+
+  function policyFields(prefix) {
+    const id = (name) => `${prefix}-policy-${name}`;
+    const field = (name, label, hint, input) => el("div", { className: "field" },
+      el("label", { htmlFor: id(name) }, label), input,
+      hint ? el("p", { className: "hint", id: `${id(name)}-hint` }, hint) : null);
+    const text = (name, extra) => el("input", { type: "text", id: id(name), spellcheck: false, autocomplete: "off",
+      attrs: { "aria-describedby": `${id(name)}-hint` }, ...extra });
+    const select = (name, options) => el("select", { id: id(name) },
+      options.map(([value, label]) => el("option", { value }, label)));
+    const hmacOnly = el("div", { id: id("hmac"), className: "policy-hmac" },
+      SIGNATURE_TEXTS.map(([name, label, hint]) => field(name, label, hint, text(name))));
+    const scheme = select("scheme", [["", "Default (Standard Webhooks)"], ["standard-webhooks", "Standard Webhooks"],
+      ["hmac-sha256-hex", "Hex HMAC-SHA256 in one header"], ["none", "None (no signature header)"]]);
+    scheme.addEventListener("change", () => show(hmacOnly, scheme.value === "hmac-sha256-hex"));
+    return el("fieldset", { className: "policy", id: id("fieldset") },
+      el("legend", {}, "Delivery policy"),
+      POLICY_NUMBERS.map(([name, label, hint, step]) =>
+        field(name, label, hint, el("input", { type: "number", id: id(name), min: "0", step,
+          attrs: { "aria-describedby": `${id(name)}-hint` } }))),
+      field("retrySchedule", "Retry delays (seconds)", "Comma-separated, e.g. 30, 300, 1800; \"none\" for a single attempt; empty: the broker's default.", text("retrySchedule", { placeholder: "30, 300, 1800" })),
+      field("ordering", "Ordering", "FIFO: one attempt at a time, in creation order; a failing event holds back the later ones.",
+        select("ordering", [["", "Default (unordered)"], ["unordered", "Unordered"], ["fifo", "FIFO"]])),
+      field("scheme", "Signature", null, scheme),
+      hmacOnly,
+      field("headers", "Extra headers", "One per line, Name: value.",
+        el("textarea", { id: id("headers"), rows: 3, spellcheck: false, attrs: { "aria-describedby": `${id("headers")}-hint` } })));
+  }
+
+  function fillPolicyFields(prefix, reg) {
+    const id = (name) => `${prefix}-policy-${name}`;
+    const d = (reg && reg.delivery) || {};
+    const s = (reg && reg.signature) || {};
+    for (const [name] of POLICY_NUMBERS) $(id(name)).value = d[name] ?? "";
+    const schedule = d.retrySchedule;
+    $(id("retrySchedule")).value = Array.isArray(schedule) ? (schedule.length ? schedule.join(", ") : "none") : "";
+    $(id("ordering")).value = d.ordering || "";
+    $(id("scheme")).value = s.scheme || "";
+    for (const [name] of SIGNATURE_TEXTS) $(id(name)).value = s[name] ?? "";
+    show($(id("hmac")), s.scheme === "hmac-sha256-hex");
+    $(id("headers")).value = Object.entries((reg && reg.headers) || {}).map(([k, v]) => `${k}: ${v}`).join("\n");
+  }
+
+  /** The policy as the inputs say, every field present (null = default); strings the API checks. */
+  function readPolicyFields(prefix) {
+    const id = (name) => `${prefix}-policy-${name}`;
+    const number = (name) => { const raw = $(id(name)).value.trim(); return raw === "" ? null : Number(raw); };
+    const delivery = {};
+    for (const [name] of POLICY_NUMBERS) delivery[name] = number(name);
+    const schedule = $(id("retrySchedule")).value.trim();
+    delivery.retrySchedule = schedule === "" ? null : schedule.toLowerCase() === "none" ? []
+      : schedule.split(",").map((x) => x.trim()).filter(Boolean).map((x) => (Number.isNaN(Number(x)) ? x : Number(x)));
+    delivery.ordering = $(id("ordering")).value || null;
+    const scheme = $(id("scheme")).value || null;
+    const signature = { scheme, header: null, prefix: null, timestampHeader: null };
+    if (scheme === "hmac-sha256-hex") {
+      for (const [name] of SIGNATURE_TEXTS) {
+        const raw = $(id(name)).value;
+        signature[name] = name === "prefix" ? (raw === "" ? null : raw) : (raw.trim() || null);
+      }
+    }
+    const headers = {};
+    for (const line of $(id("headers")).value.split("\n")) {
+      if (!line.trim()) continue;
+      const at = line.indexOf(":");
+      if (at < 0) headers[line.trim()] = "";       // the API names the bad header
+      else headers[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    }
+    return { delivery, signature, headers };
+  }
+
+  /** What differs from the registration's stored policy, as a merge patch. */
+  function policyPatch(reg, policy) {
+    const patch = {};
+    for (const part of ["delivery", "signature"]) {
+      const before = reg[part] || {};
+      const changed = Object.fromEntries(Object.entries(policy[part])
+        .filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(before[k] ?? null)));
+      if (Object.keys(changed).length) patch[part] = changed;
+    }
+    const before = reg.headers || {};
+    const headers = {};
+    for (const name of Object.keys(before)) if (!(name in policy.headers)) headers[name] = null;
+    for (const [name, value] of Object.entries(policy.headers)) if (before[name] !== value) headers[name] = value;
+    if (Object.keys(headers).length) patch.headers = headers;
+    return patch;
+  }
+
+  /** One line for the registrations table: only what differs from the defaults. */
+  function policySummary(reg) {
+    const d = reg.delivery || {};
+    const s = reg.signature || {};
+    const parts = [];
+    if (d.timeoutSeconds != null) parts.push(`timeout ${d.timeoutSeconds} s`);
+    if (Array.isArray(d.retrySchedule)) parts.push(d.retrySchedule.length ? `retries ${d.retrySchedule.join("/")} s` : "single attempt");
+    if (d.suspendAfterConsecutiveFailures != null) parts.push(`suspend after ${d.suspendAfterConsecutiveFailures} failures`);
+    if (d.rateLimitPerSecond != null) parts.push(`${d.rateLimitPerSecond}/s`);
+    if (d.ordering === "fifo") parts.push("FIFO");
+    if (s.scheme === "hmac-sha256-hex") parts.push(`${s.header || "X-Webhook-Signature"}: ${s.prefix ?? "sha256="}<hex>`);
+    else if (s.scheme === "none") parts.push("unsigned");
+    const headers = Object.keys(reg.headers || {});
+    if (headers.length) parts.push(`+ ${headers.join(", ")}`);
+    return parts.join(" · ");
   }
 
   // ---------------------------------------------------------------- dialogs
@@ -671,6 +801,7 @@
     $("edit-description").value = reg.description || "";
     $("edit-basic-auth").value = "";
     $("edit-clear-basic-auth").checked = false;
+    fillPolicyFields("edit", reg);
     runDialog($("edit-dialog"), (finish) => {
       const submit = async (event) => {
         event.preventDefault();
@@ -683,6 +814,7 @@
         if (description !== (reg.description || "")) patch.description = description;
         if ($("edit-clear-basic-auth").checked) patch.basicAuth = null;
         else if ($("edit-basic-auth").value) patch.basicAuth = $("edit-basic-auth").value;
+        Object.assign(patch, policyPatch(reg, readPolicyFields("edit")));
         if (Object.keys(patch).length === 0) { finish(null); announce("Nothing changed."); return; }
         clearAlert();
         $("edit-save").disabled = true;
@@ -927,6 +1059,9 @@
     $("signin-form").addEventListener("submit", signIn);
     $("sign-out").addEventListener("click", () => signOut());
     $("registrations-body").addEventListener("click", onRegistrationAction);
+    $("create-policy").replaceWith(policyFields("create"));
+    $("edit-policy").replaceWith(policyFields("edit"));
+    fillPolicyFields("create", null);
     $("create-form").addEventListener("submit", createRegistration);
     $("create-event-type-list").addEventListener("change", syncEventTypeText);
     $("create-event-types").addEventListener("input", syncEventTypeBoxes);
