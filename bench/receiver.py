@@ -7,7 +7,8 @@
   with a secret configured for ``{name}`` the Standard Webhooks signature is checked too.
   Answers 200 "ok".
 - ``POST /_config`` ``{"parse": bool, "secrets": {name: "whsec_..."}}``; ``POST /_reset``;
-  ``GET /_stats``; ``GET /_arrivals`` (``[[first_resource, unix_time], ...]`` in parse mode).
+  ``GET /_stats``; ``GET /_arrivals`` (``[[first_resource, unix_time], ...]`` in parse mode);
+  ``GET /_names`` (per hook name: arrivals, out-of-order arrivals, ``?times=name`` for times).
 
 It runs apart from the load generator and the broker so that its event loop has its own core
 share, as a partner's endpoint would.
@@ -42,6 +43,29 @@ class State:
         self.arrivals: list[tuple[str, float]] = []
         self.ids: set[str] = set()
         self.duplicates = 0
+        # Per hook name (parse mode): arrival times and arrivals older than one already seen
+        # (by createdAt, then id), for the FIFO and rate-limit phases.
+        self.by_name: dict[str, NameStats] = {}
+
+
+class NameStats:
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.newest: tuple[str, str] = ("", "")
+        self.out_of_order = 0
+        self.duplicates = 0
+        self.ids: set[str] = set()
+
+    def arrived(self, event: dict[str, Any], at: float) -> None:
+        self.times.append(at)
+        if event["id"] in self.ids:
+            self.duplicates += 1  # a redelivery is not an ordering fault
+            return
+        self.ids.add(event["id"])
+        key = (event["createdAt"], event["id"])
+        if key < self.newest:
+            self.out_of_order += 1
+        self.newest = max(self.newest, key)
 
 
 def _signature_ok(key: bytes, headers: Any, body: bytes) -> bool:
@@ -73,6 +97,8 @@ def make_app(state: State) -> web.Application:
             if event["id"] in state.ids:
                 state.duplicates += 1
             state.ids.add(event["id"])
+            name = request.match_info["name"]
+            state.by_name.setdefault(name, NameStats()).arrived(event, at)
         key = state.keys.get(request.match_info["name"])
         if key is not None:
             if _signature_ok(key, request.headers, body):
@@ -105,6 +131,23 @@ def make_app(state: State) -> web.Application:
             }
         )
 
+    async def names(request: web.Request) -> web.Response:
+        """Per hook name: count, out-of-order and duplicate arrivals, first and last arrival;
+        ``?times=name`` adds that name's arrival times."""
+        wanted = request.query.get("times")
+        out = {
+            name: {
+                "count": len(ns.times),
+                "out_of_order": ns.out_of_order,
+                "duplicates": ns.duplicates,
+                "first_at": ns.times[0] if ns.times else None,
+                "last_at": ns.times[-1] if ns.times else None,
+                **({"times": ns.times} if name == wanted else {}),
+            }
+            for name, ns in state.by_name.items()
+        }
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
+
     async def arrivals(request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(state.arrivals), content_type="application/json")
 
@@ -114,6 +157,7 @@ def make_app(state: State) -> web.Application:
     app.router.add_post("/_reset", reset)
     app.router.add_get("/_stats", stats)
     app.router.add_get("/_arrivals", arrivals)
+    app.router.add_get("/_names", names)
     return app
 
 

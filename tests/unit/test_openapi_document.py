@@ -479,7 +479,24 @@ def test_registration_bodies(doc: dict[str, Any]) -> None:
     assert not restart.is_valid({"resendFailed": "yes"})
     create_secret = {**body, "secret": "whsec_" + "A" * 32}
     assert create.is_valid(create_secret) and create.is_valid({**body, "secret": None})
-    assert not create.is_valid({**body, "secret": "sk_" + "A" * 32})
+    # hmac-sha256-hex and none take any 16-256 printable ASCII characters; the server checks
+    # the secret against the registration's scheme.
+    assert create.is_valid({**body, "secret": "sk_" + "A" * 32})
+    assert not create.is_valid({**body, "secret": "sk_short"})
+    assert not create.is_valid({**body, "secret": "sk_" + "A" * 32 + "\n"})
+    policy = {
+        "delivery": {"timeoutSeconds": 5, "retrySchedule": [], "ordering": "fifo"},
+        "signature": {"scheme": "hmac-sha256-hex", "header": "X-Aerostic-Signature"},
+        "headers": {"X-Tenant": "acme"},
+    }
+    assert create.is_valid({**body, **policy})
+    assert create.is_valid({**body, "delivery": None, "signature": None, "headers": None})
+    assert not create.is_valid({**body, "delivery": {"timeoutSeconds": 31}})
+    assert not create.is_valid({**body, "delivery": {"retrySchedule": [86401]}})
+    assert not create.is_valid({**body, "delivery": {"ordering": "lifo"}})
+    assert not create.is_valid({**body, "signature": {"scheme": "md5"}})
+    assert not create.is_valid({**body, "headers": {"X-A": "a\r\nb"}})
+    assert update.is_valid({"headers": {"X-Tenant": None}, "delivery": {"timeoutSeconds": None}})
 
     pause = validator(doc, "PauseRequest")
     assert pause.is_valid({}) and pause.is_valid({"reason": "maintenance"})
@@ -553,8 +570,18 @@ def test_response_schemas(doc: dict[str, Any]) -> None:
         "createdAt": stamp,
         "updatedAt": stamp,
         "breaker": {"state": "closed", "openedAt": None, "nextProbeAt": None},
+        "delivery": {
+            "timeoutSeconds": None,
+            "retrySchedule": None,
+            "suspendAfterConsecutiveFailures": None,
+            "rateLimitPerSecond": None,
+            "ordering": None,
+        },
+        "signature": {"scheme": None, "header": None, "prefix": None, "timestampHeader": None},
+        "headers": {},
     }
     assert validator(doc, "Registration").is_valid(reg)
+    assert not validator(doc, "Registration").is_valid({**reg, "headers": {"X-A": 1}})
     assert not validator(doc, "Registration").is_valid({**reg, "status": "Gone"})
     assert not validator(doc, "Registration").is_valid(
         {**reg, "breaker": {"state": "tripped", "openedAt": None, "nextProbeAt": None}}
