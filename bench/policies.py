@@ -158,8 +158,7 @@ async def _deliver_backlogs(
     deadline), stop them; returns the receiver's per-name figures."""
     sizes = SIZES[bench.sizes.mode]
     workers = [
-        (await bench.start_broker("worker", f"worker-{label}-{i}"))[0]
-        for i in range(sizes.workers)
+        (await bench.start_broker("worker", f"worker-{label}-{i}"))[0] for i in range(sizes.workers)
     ]
     try:
         started = time.perf_counter()
