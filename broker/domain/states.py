@@ -43,6 +43,8 @@ class Trigger(StrEnum):
     GONE = "gone"  # the endpoint answered 410
     PROBE_OK = "probe_ok"  # the Restarting attempt succeeded
     PROBE_FAILED = "probe_failed"  # the Restarting attempt failed
+    # suspendAfterConsecutiveFailures reached (test deliveries count)
+    FAILURE_THRESHOLD = "failure_threshold"
 
 
 S, T = Status, Trigger
@@ -50,6 +52,7 @@ S, T = Status, Trigger
 TRANSITIONS: dict[tuple[Status, Trigger], Status] = {
     (S.ACTIVE, T.EXHAUSTED): S.SUSPENDED,
     (S.ACTIVE, T.GONE): S.SUSPENDED,
+    (S.ACTIVE, T.FAILURE_THRESHOLD): S.SUSPENDED,
     (S.ACTIVE, T.PAUSE): S.PAUSED,
     (S.ACTIVE, T.DELETE): S.DELETED,
     (S.ACTIVE, T.UPDATE): S.ACTIVE,

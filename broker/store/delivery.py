@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 import asyncpg
 
 from broker.domain.isolation import Breaker, IsolationState, Outcome, after_results
+from broker.domain.policy import RegistrationPolicy
 from broker.domain.states import TRANSITIONS, Status, Trigger
 from broker.store.base import StoreBase
+from broker.store.policy_rows import policy_from_row
 from broker.store.queries import Q
 from broker.store.records import ClaimedDelivery, DeliveryResult, DeliveryTarget
 
@@ -29,6 +31,7 @@ class _TargetRow:
     previous_secret: str | None
     previous_secret_expires_at: datetime | None
     basic_auth: str | None
+    policy: RegistrationPolicy
 
 
 async def insert_event_objects(
@@ -71,6 +74,7 @@ class DeliveryQueries(StoreBase):
         worker_id: str,
         fast_slots: int | None = None,
         slow_slots: int | None = None,
+        timeout_seconds: float | None = None,
     ) -> list[ClaimedDelivery]:
         """Claim due work: at most ``fast_slots`` attempts for registrations in good health and
         ``slow_slots`` for those in the slow lane (each defaults to ``limit``)."""
@@ -85,6 +89,9 @@ class DeliveryQueries(StoreBase):
                 worker_id,
                 fast,
                 slow,
+                # the timeout lease_seconds was sized for: a registration with a longer one of
+                # its own gets a longer lease (None: every lease is lease_seconds)
+                1e9 if timeout_seconds is None else timeout_seconds,
             )
             if not rows:
                 return []
@@ -119,6 +126,7 @@ class DeliveryQueries(StoreBase):
                     previous_secret=row["previous_secret"],
                     previous_secret_expires_at=row["previous_secret_expires_at"],
                     basic_auth=row["basic_auth"],
+                    policy=policy_from_row(row),
                 )
         now = datetime.now(UTC)
         targets: dict[uuid.UUID, DeliveryTarget] = {}
@@ -132,7 +140,7 @@ class DeliveryQueries(StoreBase):
             ):
                 live += (row.previous_secret,)
             targets[rid] = DeliveryTarget(
-                id=rid, url=row.url, secrets=live, basic_auth=row.basic_auth
+                id=rid, url=row.url, secrets=live, basic_auth=row.basic_auth, policy=row.policy
             )
         return targets
 
@@ -190,7 +198,10 @@ class DeliveryQueries(StoreBase):
             for reg_id, items in per_reg.items():
                 items.sort(key=lambda r: r.attempted_at)
                 current = Status(locked[reg_id]["status"])
-                final = fold_triggers(current, [r.registration_trigger for r in items])
+                triggers = [r.registration_trigger for r in items]
+                if _reaches_failure_threshold(locked[reg_id], items):
+                    triggers.append(Trigger.FAILURE_THRESHOLD)
+                final = fold_triggers(current, triggers)
                 if final is not current:
                     moved.append((reg_id, final))
             if moved:
@@ -264,6 +275,18 @@ class DeliveryQueries(StoreBase):
 
 # Registrations whose delivery target a worker process keeps (url, secrets, basic auth).
 TARGET_CACHE_SIZE = 10000
+
+
+def _reaches_failure_threshold(lock: asyncpg.Record, items: Sequence[DeliveryResult]) -> bool:
+    """Whether the batch ends with the registration's suspendAfterConsecutiveFailures reached:
+    failed attempts since its last success (in the batch, or before it) at the threshold."""
+    threshold = lock["suspend_after_consecutive_failures"]
+    if threshold is None or items[-1].success:
+        return False
+    last_ok = max((i for i, r in enumerate(items) if r.success), default=None)
+    if last_ok is not None:
+        return bool(len(items) - 1 - last_ok >= threshold)
+    return bool(lock["consecutive_failures"] + len(items) >= threshold)
 
 
 def fold_triggers(current: Status, triggers: Sequence[Trigger | None]) -> Status:

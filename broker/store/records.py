@@ -19,6 +19,7 @@ from broker.domain.models import (
     Registration,
     ResourceEvent,
 )
+from broker.domain.policy import DEFAULT_POLICY, RegistrationPolicy
 from broker.domain.states import Status, Trigger
 from broker.store.policy_rows import policy_from_row
 
@@ -142,6 +143,7 @@ class DeliveryTarget:
     url: str
     secrets: tuple[str, ...]  # the live ones: the current, and the previous during its grace
     basic_auth: str | None
+    policy: RegistrationPolicy = DEFAULT_POLICY  # timeout, retries, signature, headers
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -28,6 +28,7 @@ from broker import metrics, tracing
 from broker.config import Settings
 from broker.domain.outcomes import decide
 from broker.domain.payload import event_body
+from broker.domain.policy import policy_defaults, resolve
 from broker.domain.states import Status
 from broker.http.sender import send
 from broker.store.store import ClaimedDelivery, DeliveryResult, Store
@@ -64,6 +65,8 @@ class DeliveryWorker:
         self._fast_slots = max(total - self._slow_slots, 1)
         self._in_lane = {False: 0, True: 0}
         self._flusher: asyncio.Task[None] | None = None
+        self._defaults = policy_defaults(settings)
+        self._longest_timeout = settings.delivery_timeout_seconds
 
     @property
     def in_flight(self) -> int:
@@ -88,6 +91,7 @@ class DeliveryWorker:
             worker_id=self.name,
             fast_slots=fast_free,
             slow_slots=slow_free,
+            timeout_seconds=self._settings.delivery_timeout_seconds,
         )
         if not claimed:
             return 0
@@ -117,6 +121,9 @@ class DeliveryWorker:
             previous_attempted_at=item.previous_attempted_at,
             resources=item.resources,
         )
+        # The registration's own timeout, retry schedule, signature and headers (None: global).
+        policy = resolve(target.policy, self._defaults)
+        self._longest_timeout = max(self._longest_timeout, policy.timeout_seconds)
         with tracing.span(
             "delivery.attempt",
             parent=item.trace_parent,
@@ -132,7 +139,9 @@ class DeliveryWorker:
                 body=body,
                 secrets=target.secrets,
                 basic_auth=target.basic_auth,
-                timeout=self._settings.delivery_timeout_seconds,
+                timeout=policy.timeout_seconds,
+                signature=policy.signature,
+                extra_headers=policy.headers,
             )
             tracing.set_attributes(success=outcome.success, response_status=outcome.status or 0)
         decision = decide(
@@ -140,7 +149,7 @@ class DeliveryWorker:
             response_status=outcome.status,
             probe=item.probe,
             round_attempts=item.round_attempts,
-            schedule=self._settings.retry_schedule,
+            schedule=policy.retry_schedule,
             jitter=self._settings.retry_jitter,
             retry_after=outcome.retry_after,
         )
@@ -276,7 +285,8 @@ class DeliveryWorker:
 
     async def _drain(self) -> None:
         """Stop claiming; give in-flight sends a grace period, release the rest, flush results."""
-        grace = self._settings.delivery_timeout_seconds + 1
+        # A registration's own timeout may be longer than the global one (up to 30 s).
+        grace = max(self._settings.delivery_timeout_seconds, self._longest_timeout) + 1
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=grace)
         unfinished = list(self._inflight)

@@ -49,3 +49,14 @@ ALTER TABLE registrations ADD CONSTRAINT registrations_hmac_fields CHECK (
     coalesce(signature_scheme = 'hmac-sha256-hex', false)
     OR (signature_header IS NULL AND signature_prefix IS NULL
         AND signature_timestamp_header IS NULL));
+
+-- Rate limit state, on the ready row the claim already locks (FOR UPDATE SKIP LOCKED), so the
+-- limit holds across every worker process without another lock: rate_next is the virtual time
+-- of the registration's next attempt (GCRA). One attempt may start at rate_next, a burst of
+-- up to a tenth of a second's worth when it lies in the past; every claimed attempt moves it
+-- on by 1/rate. NULL: no attempt measured yet (a full burst is allowed).
+ALTER TABLE delivery_ready ADD COLUMN rate_next timestamptz;
+
+-- FIFO registrations are served strictly from the head of their queue, in createdAt order
+-- (the event id breaks ties between event objects made by one window close).
+CREATE INDEX delivery_queue_fifo ON delivery_queue (registration_id, created_at, event_id);

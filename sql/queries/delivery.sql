@@ -26,15 +26,21 @@ SELECT pg_notify('broker_events', '');
 
 -- name: claim_deliveries
 -- One statement, no cluster-wide lock. $1 ready rows to visit at most, $2 the per-registration
--- cap, $3 lease seconds, $4 worker id, $5 / $6 free slots in the fast / slow lane.
+-- cap, $3 lease seconds, $4 worker id, $5 / $6 free slots in the fast / slow lane, $7 the global
+-- delivery timeout (a registration with a longer timeout of its own gets a lease that much
+-- longer, so a slow answer is never taken for a dead worker).
 --
 -- ready: due registrations, earliest first, each locked (SKIP LOCKED: a registration another
 -- worker is claiming is simply passed over). A locked row is read in its latest committed
 -- version, so in_flight is exact: that is what keeps the per-registration cap across workers.
 -- room: how many new attempts it may start: none unless Active or Restarting; one probe for a
--- Restarting registration or a breaker past its cool-down (half-open); otherwise its adaptive
--- concurrency. Rows whose lease expired (their worker died) are claimed again without counting
--- twice (relet). The lane cuts keep slow registrations inside their bounded share.
+-- Restarting registration or a breaker past its cool-down (half-open); one for a FIFO
+-- registration; otherwise its adaptive concurrency; and never more than its rate limit's tokens
+-- (rate_next, see sql/migrations/0007: the locked ready row makes the limit exact across
+-- workers). Rows whose lease expired (their worker died) are claimed again without counting
+-- twice (relet). A FIFO registration is served from the head of its queue only, in createdAt
+-- order: while the head waits for a retry, nothing behind it is attempted. The lane cuts keep
+-- slow registrations inside their bounded share.
 -- The queue update touches only unindexed columns: a HOT update.
 WITH ready AS (
     SELECT d.registration_id, d.in_flight, d.breaker_state, d.breaker_next_probe_at,
@@ -43,29 +49,59 @@ WITH ready AS (
            r.status IN ('Active', 'Restarting')
                AND NOT (d.breaker_state = 'open' AND d.breaker_next_probe_at > now())
                AS allowed,
-           CASE WHEN r.status = 'Restarting' OR d.breaker_state <> 'closed' THEN 1
-                ELSE least(d.concurrency, $2::int) END AS cap
+           coalesce(r.delivery_ordering = 'fifo', false) AS fifo,
+           CASE WHEN r.status = 'Restarting' OR d.breaker_state <> 'closed'
+                     OR r.delivery_ordering = 'fifo' THEN 1
+                ELSE least(d.concurrency, $2::int) END AS cap,
+           r.rate_limit_per_second AS rate, rl.burst, rl.base AS rate_base,
+           -- the attempts the rate limit allows now: one at rate_base, one more per 1/rate since
+           CASE WHEN r.rate_limit_per_second IS NOT NULL THEN
+               greatest(0, floor(extract(epoch FROM now() - rl.base) * r.rate_limit_per_second
+                                 + 1e-6) + 1) END AS tokens,
+           $3::float8 + greatest(0, coalesce(r.delivery_timeout_seconds, 0) - $7::float8)
+               AS lease
     FROM delivery_ready d JOIN registrations r ON r.id = d.registration_id
+    -- The rate limit's burst is a tenth of a second's worth of attempts (at least one), and
+    -- rate_base is the virtual time of the next attempt, but no earlier than a full burst ago:
+    -- tokens do not pile up while a registration is idle.
+    CROSS JOIN LATERAL (
+        SELECT b.burst, greatest(coalesce(d.rate_next, '-infinity'),
+                                 now() - make_interval(secs => (b.burst - 1)
+                                                               / r.rate_limit_per_second)) AS base
+        FROM (SELECT greatest(1, floor(r.rate_limit_per_second / 10)) AS burst) AS b
+    ) AS rl
     WHERE d.next_due_at <= now()
     ORDER BY d.next_due_at
     LIMIT $1
     FOR UPDATE OF d SKIP LOCKED
 ), cand AS (
-    SELECT ready.registration_id, ready.slow, ready.next_due_at, ready.status, c.event_id,
-           c.last_attempted_at, c.relet, c.next_attempt_at
+    SELECT ready.registration_id, ready.slow, ready.next_due_at, ready.status, ready.lease,
+           c.event_id, c.last_attempted_at, c.relet, c.next_attempt_at
     FROM ready CROSS JOIN LATERAL (
-        SELECT q.event_id, q.last_attempted_at, q.next_attempt_at,
-               q.locked_until IS NOT NULL AS relet,
-               count(*) FILTER (WHERE q.locked_until IS NULL)
-                   OVER (ORDER BY q.next_attempt_at, q.created_at ROWS UNBOUNDED PRECEDING) AS nth
-        FROM delivery_queue q
-        WHERE q.registration_id = ready.registration_id AND q.next_attempt_at <= now()
-          AND (q.locked_until IS NULL OR q.locked_until < now())
-        ORDER BY q.next_attempt_at, q.created_at
-        LIMIT CASE WHEN ready.allowed THEN greatest(ready.cap - ready.in_flight, 0) + ready.in_flight
-                   ELSE 0 END
-    ) AS c
-    WHERE c.relet OR c.nth <= ready.cap - ready.in_flight
+        (SELECT q.event_id, q.last_attempted_at, q.next_attempt_at,
+                q.locked_until IS NOT NULL AS relet,
+                count(*) FILTER (WHERE q.locked_until IS NULL)
+                    OVER (ORDER BY q.next_attempt_at, q.created_at ROWS UNBOUNDED PRECEDING) AS nth,
+                row_number() OVER (ORDER BY q.next_attempt_at, q.created_at) AS pos
+         FROM delivery_queue q
+         WHERE NOT ready.fifo
+           AND q.registration_id = ready.registration_id AND q.next_attempt_at <= now()
+           AND (q.locked_until IS NULL OR q.locked_until < now())
+         ORDER BY q.next_attempt_at, q.created_at
+         LIMIT CASE WHEN ready.allowed
+                    THEN greatest(ready.cap - ready.in_flight, 0) + ready.in_flight ELSE 0 END)
+        UNION ALL
+        (SELECT h.event_id, h.last_attempted_at, h.next_attempt_at, h.locked_until IS NOT NULL,
+                CASE WHEN h.locked_until IS NULL THEN 1 ELSE 0 END, 1
+         FROM (SELECT q.* FROM delivery_queue q
+               WHERE ready.fifo AND q.registration_id = ready.registration_id
+               ORDER BY q.created_at, q.event_id
+               LIMIT 1) AS h
+         WHERE ready.allowed AND h.next_attempt_at <= now()
+           AND (h.locked_until IS NULL OR h.locked_until < now()))
+    ) AS c (event_id, last_attempted_at, next_attempt_at, relet, nth, pos)
+    WHERE (c.relet OR c.nth <= ready.cap - ready.in_flight)
+      AND (ready.tokens IS NULL OR c.pos <= ready.tokens)
 ), picked AS (
     SELECT * FROM (
         SELECT cand.*, row_number() OVER (PARTITION BY cand.slow
@@ -77,7 +113,7 @@ WITH ready AS (
     -- The lease condition is checked again on the row's latest version: a claim committed since
     -- this statement's snapshot makes the row skipped, never claimed twice.
     UPDATE delivery_queue q SET
-        locked_until = now() + make_interval(secs => $3::float8),
+        locked_until = now() + make_interval(secs => p.lease),
         locked_by = $4,
         attempt_count = q.attempt_count + 1,
         -- A restart probe does not use up the event's retry schedule.
@@ -94,29 +130,42 @@ WITH ready AS (
 ), moved AS (
     -- When to look at each visited registration again: never while it may not be attempted
     -- (a restart or unpause wakes it), at the breaker's next probe, when its leases expire while
-    -- it is at its cap (a recorded result wakes it sooner), or else at its next unleased row,
-    -- but not before now: a registration just served goes behind those that have been waiting.
+    -- it is at its cap (a recorded result wakes it sooner), or else at its next unleased row
+    -- (a FIFO registration: its head), but not before now: a registration just served goes
+    -- behind those that have been waiting; and a rate-limited one not before half its burst of
+    -- tokens is back.
     UPDATE delivery_ready d SET
         in_flight = d.in_flight + coalesce(c.fresh, 0),
         breaker_state = CASE WHEN d.breaker_state = 'open' AND c.n > 0 THEN 'half-open'
                              ELSE d.breaker_state END,
+        rate_next = CASE WHEN ready.rate IS NULL OR coalesce(c.n, 0) = 0 THEN d.rate_next
+                         ELSE ready.rate_base + make_interval(secs => c.n / ready.rate) END,
         next_due_at = CASE
             WHEN ready.status NOT IN ('Active', 'Restarting') THEN 'infinity'
             WHEN NOT ready.allowed THEN d.breaker_next_probe_at
             WHEN d.in_flight + coalesce(c.fresh, 0) >= ready.cap
                  OR (nxt.at IS NULL AND d.in_flight + coalesce(c.fresh, 0) > 0)
-                THEN now() + make_interval(secs => $3::float8)
+                THEN now() + make_interval(secs => ready.lease)
             WHEN nxt.at IS NULL THEN 'infinity'
+            WHEN ready.rate IS NOT NULL THEN greatest(nxt.at, now(), ready.rate_base
+                + make_interval(secs => (coalesce(c.n, 0) + ceil(ready.burst / 2) - 1) / ready.rate))
             ELSE greatest(nxt.at, now()) END
     FROM ready
     LEFT JOIN counted c ON c.registration_id = ready.registration_id
     LEFT JOIN LATERAL (
-        SELECT q.next_attempt_at AS at FROM delivery_queue q
-        WHERE q.registration_id = ready.registration_id
-          AND (q.locked_until IS NULL OR q.locked_until < now())
-          AND NOT EXISTS (SELECT 1 FROM picked p WHERE p.event_id = q.event_id)
-        ORDER BY q.next_attempt_at, q.created_at
-        LIMIT 1
+        (SELECT q.next_attempt_at AS at FROM delivery_queue q
+         WHERE NOT ready.fifo AND q.registration_id = ready.registration_id
+           AND (q.locked_until IS NULL OR q.locked_until < now())
+           AND NOT EXISTS (SELECT 1 FROM picked p WHERE p.event_id = q.event_id)
+         ORDER BY q.next_attempt_at, q.created_at
+         LIMIT 1)
+        UNION ALL
+        (SELECT h.next_attempt_at FROM (
+             SELECT q.event_id, q.next_attempt_at FROM delivery_queue q
+             WHERE ready.fifo AND q.registration_id = ready.registration_id
+             ORDER BY q.created_at, q.event_id
+             LIMIT 1) AS h
+         WHERE NOT EXISTS (SELECT 1 FROM picked p WHERE p.event_id = h.event_id))
     ) AS nxt ON true
     WHERE d.registration_id = ready.registration_id
 )
@@ -128,9 +177,13 @@ FROM claimed c JOIN events e ON e.id = c.event_id
 JOIN ready ON ready.registration_id = c.registration_id;
 
 -- name: delivery_targets
--- Where to send, per registration: url, live secrets, basic auth, and the version (updated_at)
--- the worker caches them under. The one place the delivery path reads secrets.
-SELECT id, url, secret, basic_auth, previous_secret, previous_secret_expires_at, updated_at
+-- Where and how to send, per registration: url, live secrets, basic auth, its delivery policy
+-- (sql/migrations/0007) and the version (updated_at) the worker caches them under. The one place
+-- the delivery path reads secrets.
+SELECT id, url, secret, basic_auth, previous_secret, previous_secret_expires_at, updated_at,
+       delivery_timeout_seconds, retry_schedule, suspend_after_consecutive_failures,
+       rate_limit_per_second, delivery_ordering, signature_scheme, signature_header,
+       signature_prefix, signature_timestamp_header, extra_headers
 FROM registrations WHERE id = ANY($1::uuid[]);
 
 -- name: record_lost_attempts
@@ -153,7 +206,8 @@ ON CONFLICT (event_id, attempt_number) DO NOTHING;
 -- The first statement of recording a batch: the registrations and their ready rows, locked in
 -- id order (every writer of several registrations locks them in that order, so workers never
 -- deadlock), read in their current state.
-SELECT r.id, r.status, d.in_flight, d.concurrency, d.slow_until, d.breaker_state,
+SELECT r.id, r.status, r.consecutive_failures, r.suspend_after_consecutive_failures,
+       d.in_flight, d.concurrency, d.slow_until, d.breaker_state,
        d.breaker_failures, d.breaker_opened_at, d.breaker_next_probe_at, now() AS db_now
 FROM registrations r JOIN delivery_ready d ON d.registration_id = r.id
 WHERE r.id = ANY($1::uuid[])
@@ -221,8 +275,9 @@ WHERE r.id = t.id;
 -- Per registration, under lock_for_results: consecutive failures since the last success, the
 -- latest success and failure times, and its delivery state: leases returned, adaptive
 -- concurrency, slow lane, breaker (decided by broker.domain.isolation), and when it is due next
--- (now, unless it may not be attempted or its breaker is open: the claim then works out the
--- exact time).
+-- (now, unless it may not be attempted or its breaker is open, or its rate limit has no token
+-- before rate_next: the claim then works out the exact time). consecutive_failures counts like
+-- failure_count (it also counts test deliveries: see record_test_outcome).
 WITH t AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::timestamptz[], $5::timestamptz[],
                          $6::int[], $7::int[], $8::timestamptz[], $9::text[], $10::int[],
@@ -234,10 +289,12 @@ WITH t AS (
     UPDATE registrations r SET
         failure_count = CASE WHEN t.had_success THEN t.failures_after_success
                              ELSE r.failure_count + t.failures_after_success END,
+        consecutive_failures = CASE WHEN t.had_success THEN t.failures_after_success
+                                    ELSE r.consecutive_failures + t.failures_after_success END,
         last_success_at = greatest(r.last_success_at, t.last_success_at),
         last_failure_at = greatest(r.last_failure_at, t.last_failure_at)
     FROM t WHERE r.id = t.id
-    RETURNING r.id, r.status
+    RETURNING r.id, r.status, r.rate_limit_per_second IS NOT NULL AS rate_limited
 )
 UPDATE delivery_ready d SET
     in_flight = greatest(d.in_flight - t.returned, 0),
@@ -249,6 +306,8 @@ UPDATE delivery_ready d SET
     breaker_next_probe_at = t.breaker_next_probe_at,
     next_due_at = CASE WHEN reg.status NOT IN ('Active', 'Restarting') THEN 'infinity'
                        WHEN t.breaker_state = 'open' THEN t.breaker_next_probe_at
+                       WHEN reg.rate_limited
+                           THEN least(d.next_due_at, greatest(now(), d.rate_next))
                        ELSE least(d.next_due_at, now()) END
 FROM t JOIN reg ON reg.id = t.id
 WHERE d.registration_id = t.id;

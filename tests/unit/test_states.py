@@ -20,6 +20,7 @@ S, T = Status, Trigger
 # Written out independently of TRANSITIONS so that an accidental edit of the table fails here.
 EXPECTED: dict[tuple[Status, Trigger], Status] = {
     (S.ACTIVE, T.EXHAUSTED): S.SUSPENDED,
+    (S.ACTIVE, T.FAILURE_THRESHOLD): S.SUSPENDED,
     (S.ACTIVE, T.GONE): S.SUSPENDED,
     (S.ACTIVE, T.PAUSE): S.PAUSED,
     (S.ACTIVE, T.DELETE): S.DELETED,
