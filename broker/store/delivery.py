@@ -102,6 +102,11 @@ class DeliveryQueries(StoreBase):
             await self._record_lost_attempts(conn, claimed)
         return claimed
 
+    async def next_delivery_due_in(self) -> float | None:
+        """Seconds until the next ready row falls due, None when none will."""
+        due: float | None = await self.pool.fetchval(Q.next_delivery_due_in)
+        return due
+
     async def _delivery_targets(
         self, conn: asyncpg.Connection, versions: dict[uuid.UUID, datetime]
     ) -> dict[uuid.UUID, DeliveryTarget]:

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # Errors about the data itself (SQLSTATE classes 22 and 23): the same write fails every time.
 REFUSED_DATA = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# Waiting for the next ready row to fall due never spins faster than this.
+MIN_CLAIM_INTERVAL = 0.002
 # The slow lane gets 1/SLOW_LANE_SHARE of a worker's slots.
 SLOW_LANE_SHARE = 4
 
@@ -277,11 +279,27 @@ class DeliveryWorker:
                     continue  # there may be more due right now
                 self._slot_freed.clear()
                 waits = [stop, self.wake, self._recorded]
+                timeout = self._settings.poll_interval_seconds
                 if not self._has_room():
                     waits = [stop, self._slot_freed]
-                await wait_any(*waits, timeout=self._settings.poll_interval_seconds)
+                else:
+                    timeout = await self._until_next_due(timeout)
+                await wait_any(*waits, timeout=timeout)
         finally:
             await self._drain()
+
+    async def _until_next_due(self, poll: float) -> float:
+        """How long to wait for the next claim: until the next ready row falls due (a retry, a
+        rate limit's next tokens, a breaker's probe), at most the poll interval. Nothing wakes a
+        worker at those times otherwise, so a rate-limited registration would be served once per
+        poll interval instead of at its rate."""
+        try:
+            due_in = await self._store.next_delivery_due_in()
+        except Exception:  # the claim reports database trouble; here, just poll
+            return poll
+        if due_in is None:
+            return poll
+        return min(poll, max(MIN_CLAIM_INTERVAL, due_in))
 
     async def _drain(self) -> None:
         """Stop claiming; give in-flight sends a grace period, release the rest, flush results."""

@@ -176,6 +176,16 @@ SELECT c.event_id AS id, e.partner_id, c.registration_id, e.event_name, e.resour
 FROM claimed c JOIN events e ON e.id = c.event_id
 JOIN ready ON ready.registration_id = c.registration_id;
 
+-- name: next_delivery_due_in
+-- Seconds until the next ready row falls due (a retry, a rate limit's tokens, a breaker's
+-- probe): an idle worker sleeps that long at most. Rows already due are left out: the claim
+-- just visited them or another worker holds them, and a recorded result or NOTIFY wakes the
+-- worker for those. An index lookup on delivery_ready_due.
+SELECT extract(epoch FROM next_due_at - now())::float8 FROM delivery_ready
+WHERE next_due_at > now() AND next_due_at < 'infinity'
+ORDER BY next_due_at
+LIMIT 1;
+
 -- name: delivery_targets
 -- Where and how to send, per registration: url, live secrets, basic auth, its delivery policy
 -- (sql/migrations/0007) and the version (updated_at) the worker caches them under. The one place
