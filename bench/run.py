@@ -41,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
+from bench import policies
 from bench.httpclient import HttpConnection, build_request, percentile
 from bench.procs import (
     ROOT,
@@ -70,6 +71,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "close_to_receipt_p99_ms": ("<=", 500),
     "events_list_p99_ms": ("<=", 20),
     "backlog_rss_mb": ("<=", 300),
+    "fifo_out_of_order": ("<=", 0),
+    "rate_limited_error": ("<=", 0.10),
+    "rate_limited_others_ratio": (">=", 0.9),
 }
 PHASES = (
     "ingest_batch",
@@ -80,6 +84,8 @@ PHASES = (
     "events_list",
     "delivery",
     "delivery_ceiling",
+    "fifo_delivery",
+    "rate_limited",
 )
 RESULT_KEYS = (
     "ingest_batch_resources_per_s",
@@ -92,6 +98,7 @@ RESULT_KEYS = (
     "close_to_receipt_p99_ms",
     "events_list_p99_ms",
     "backlog_rss_mb",
+    *policies.RESULT_KEYS,
 )
 
 
@@ -1054,6 +1061,11 @@ class Bench:
                     await timed(
                         "delivery_ceiling", lambda: self.phase_delivery_ceiling(secrets_by_name)
                     )
+            # Per-registration policies (bench/policies.py); event ids apart from the history's.
+            if want("fifo_delivery"):
+                await timed("fifo_delivery", lambda: policies.fifo_delivery(self, 20_000_000))
+            if want("rate_limited"):
+                await timed("rate_limited", lambda: policies.rate_limited(self, 30_000_000))
         finally:
             await self.meter.stop()
             await self.teardown()

@@ -25,6 +25,11 @@ RESULT_KEYS = (
     "close_to_receipt_p99_ms",
     "events_list_p99_ms",
     "backlog_rss_mb",
+    "fifo_delivery_events_per_s",
+    "fifo_out_of_order",
+    "rate_limited_per_s",
+    "rate_limited_error",
+    "rate_limited_others_ratio",
 )
 
 
@@ -57,3 +62,5 @@ def test_bench_runner_prints_every_result_as_json_on_its_last_line(
     assert details["close_to_receipt"]["missing"] == 0
     for phase in ("close_to_receipt", "end_to_end", "delivery", "delivery_ceiling"):
         assert details[phase]["bad_signatures"] == 0, phase
+    assert details["fifo_delivery"]["complete"]
+    assert result["fifo_out_of_order"] == 0

@@ -9,8 +9,9 @@ sends, or with the libraries we ship, this test says so.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import importlib.util
-import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,8 +23,6 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from broker.domain.policy import SignaturePolicy, SignatureScheme, signature_spec
-from broker.domain.signatures import signature_headers
 from broker.domain.signing import generate_secret
 from tests.conftest import ROOT, make_world, wait_until
 
@@ -57,9 +56,13 @@ async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
         return r.status
 
 
-def delivered(world: Any) -> Callable[[], Any]:
+def delivered(world: Any, registration_id: str | None = None) -> Callable[[], Any]:
+    query = f"&registrationId={registration_id}" if registration_id else ""
+
     async def check() -> bool:
-        resp = await world.client.get("/webhooks/v1/events?status=Success", headers=world.partner)
+        resp = await world.client.get(
+            f"/webhooks/v1/events?status=Success{query}", headers=world.partner
+        )
         return len((await resp.json())["data"]) == 1
 
     return check
@@ -102,7 +105,13 @@ async def test_basic_auth_receiver(make_client, capsys):
     world = await make_world(client)
     credentials = "broker:a-long-random-password"
     async with serving(load("basic_auth").make_app(credentials)) as url:
-        await world.register(url, basicAuth=credentials)
+        # as on the page: no signature, the Basic token, one attempt within 5 s
+        await world.register(
+            url,
+            basicAuth=credentials,
+            signature={"scheme": "none"},
+            delivery={"timeoutSeconds": 5, "retrySchedule": []},
+        )
         await world.emit(RESOURCES)
         await wait_until(printed_event(capsys, []))
         await wait_until(delivered(world))
@@ -111,37 +120,52 @@ async def test_basic_auth_receiver(make_client, capsys):
         assert await post(url, b'{"id": "x"}', {}) == 401
 
 
-async def test_hmac_hex_receiver(capsys):
+async def test_hmac_hex_receiver(make_client, capsys):
+    client = await make_client(workers=True)
+    world = await make_world(client)
     secret = "the-secret-your-receiver-already-holds"
     module = load("hmac_hex")
-    body = (
-        b'{"id":"0190a1b2-0000-7000-8000-000000000001","eventName":"Core.Account.Opened",'
-        b'"resources":' + json.dumps(RESOURCES).encode() + b"}"
-    )
-    for policy, app in (
+    hmac_scheme = {"scheme": "hmac-sha256-hex"}
+    for signature, app in (
+        # the messaging vendor's header, as on the page
         (
-            SignaturePolicy(scheme=SignatureScheme.HMAC_SHA256_HEX, header="X-Aerostic-Signature"),
+            {**hmac_scheme, "header": "X-Aerostic-Signature"},
             module.make_app(secret, header="X-Aerostic-Signature"),
         ),
+        # the default header with a signed timestamp
         (
-            SignaturePolicy(
-                scheme=SignatureScheme.HMAC_SHA256_HEX, timestamp_header="Request-Timestamp"
-            ),
+            {**hmac_scheme, "timestampHeader": "Request-Timestamp"},
             module.make_app(secret, timestamp_header="Request-Timestamp"),
         ),
     ):
-        spec = signature_spec(policy)
         async with serving(app) as url:
-            now = int(time.time())
-
-            def signed(secrets: list[str], at: int = now, spec: Any = spec) -> dict[str, str]:
-                return signature_headers(spec, msg_id="m", body=body, secrets=secrets, timestamp=at)
-
-            assert await post(url, body, signed([secret])) == 200
+            reg = await world.register(url, secret=secret, signature=signature)
+            await world.emit(RESOURCES)
             await wait_until(printed_event(capsys, []))
-            # during a rotation the header holds two signatures; either secret is accepted
-            assert await post(url, body, signed(["a-newer-secret-0123456789", secret])) == 200
-            assert await post(url, body, signed(["not-the-secret-0123456789"])) == 401
-            assert await post(url, body + b" ", signed([secret])) == 401
-            if spec.timestamp_header:
-                assert await post(url, body, signed([secret], at=now - 3600)) == 401
+            await wait_until(delivered(world, reg["id"]))
+            # a rotation's grace period: two signatures in the header, the receiver still accepts
+            resp = await client.post(
+                f"/webhooks/v1/registrations/{reg['id']}/rotate-secret",
+                json={"secret": "a-newer-secret-0123456789", "graceSeconds": 600},
+                headers=world.partner,
+            )
+            assert resp.status == 200
+            test = await client.post(
+                f"/webhooks/v1/registrations/{reg['id']}/test", headers=world.partner
+            )
+            assert (await test.json())["success"] is True
+            # forgeries: another secret, a changed body, an old timestamp
+            header = signature.get("header", "X-Webhook-Signature")
+            body = b'{"id": "x"}'
+            now = int(time.time())
+            wrong = {header: "sha256=" + hashlib.sha256(body).hexdigest()}
+            if "timestampHeader" in signature:
+                wrong["Request-Timestamp"] = str(now)
+            assert await post(url, body, wrong) == 401
+            if "timestampHeader" in signature:
+                signed = hmac.new(secret.encode(), f"{now - 3600}.".encode() + body, hashlib.sha256)
+                stale = {
+                    header: "sha256=" + signed.hexdigest(),
+                    "Request-Timestamp": str(now - 3600),
+                }
+                assert await post(url, body, stale) == 401

@@ -54,23 +54,36 @@ async def wait_reg(world: World, reg_id: str, status: str, timeout: float = 10) 
     return await registration(world, reg_id)
 
 
-async def queue_events(db_url: str, world: World, reg_id: str, count: int) -> list[uuid.UUID]:
-    """``count`` event objects for one registration, made the way a window close makes them."""
+async def queue_events(
+    db_url: str, world: World, reg_id: str, count: int, *, at_once: bool = False
+) -> list[uuid.UUID]:
+    """``count`` event objects for one registration, made the way a window close makes them:
+    each in its own transaction (distinct createdAt, in this order), or all in one (``at_once``:
+    the whole queue appears together)."""
     pool = await create_pool(db_url, size=2)
-    ids = []
+    ids: list[uuid.UUID] = []
     try:
         async with pool.acquire() as conn:
-            for i in range(count):
+
+            async def one(i: int) -> None:
+                ids.append(uuid7())
+                await insert_event_objects(
+                    conn,
+                    partner_id=uuid.UUID(world.partner_id),
+                    event_name=world.event_name,
+                    resources=[f"{R}{i}"],
+                    registration_ids=[uuid.UUID(reg_id)],
+                    event_ids=[ids[-1]],
+                )
+
+            if at_once:
                 async with conn.transaction():
-                    ids.append(uuid7())
-                    await insert_event_objects(
-                        conn,
-                        partner_id=uuid.UUID(world.partner_id),
-                        event_name=world.event_name,
-                        resources=[f"{R}{i}"],
-                        registration_ids=[uuid.UUID(reg_id)],
-                        event_ids=[ids[-1]],
-                    )
+                    for i in range(count):
+                        await one(i)
+            else:
+                for i in range(count):
+                    async with conn.transaction():
+                        await one(i)
             await conn.execute("SELECT pg_notify('broker_events', '')")
     finally:
         await pool.close()
@@ -235,7 +248,7 @@ async def test_the_rate_limit_holds_across_workers(make_client, receiver, db_url
     ]
     world = await make_world(clients[0])
     reg = await world.register(receiver.url, delivery={"rateLimitPerSecond": 20})
-    await queue_events(db_url, world, reg["id"], 200)
+    await queue_events(db_url, world, reg["id"], 200, at_once=True)
     await receiver.wait_for(5, timeout=10)
     await asyncio.sleep(3.0)
     times = [r.at for r in receiver.received]
