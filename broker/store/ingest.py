@@ -76,11 +76,8 @@ class IngestQueries(StoreBase):
                     group = (item.partner_id, item.event_name)
                     groups[group] = groups.get(group, 0) + 1
             if records:
-                await conn.copy_records_to_table(
-                    "resource_events",
-                    records=records,
-                    columns=("partner_id", "event_name", "resource", "occurred_at"),
-                )
+                # The window groups first, then their rows: a close relies on every transaction
+                # that inserts a group's resource events holding that group's row lock.
                 ordered = sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
                 await conn.execute(
                     Q.upsert_window_groups,
@@ -91,6 +88,11 @@ class IngestQueries(StoreBase):
                     rules.max_seconds,
                     rules.max_resources,
                     trace_parent,
+                )
+                await conn.copy_records_to_table(
+                    "resource_events",
+                    records=records,
+                    columns=("partner_id", "event_name", "resource", "occurred_at"),
                 )
         for i, request in enumerate(requests):
             if answers[i] is None:

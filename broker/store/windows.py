@@ -1,6 +1,13 @@
-"""Closing due windows into event objects, exactly once across processes."""
+"""Closing due windows into event objects, exactly once across processes.
+
+Each window closes in its own transaction (``sql/queries/windows.sql`` explains the locking):
+the work of a close is the resource events it folds, never the backlog behind them, and an
+ingest touching the group waits at most for the close's last statement and commit.
+"""
 
 from __future__ import annotations
+
+import uuid
 
 import asyncpg
 
@@ -16,52 +23,70 @@ from broker.store.records import (
 
 # Resource events read per round trip while folding a window (bounded memory for huge windows).
 READ_CHUNK = 20000
+# Due groups a claim looks at: enough that other processes' closes in progress rarely hide the
+# rest of the due ones from this process.
+CLAIM_CANDIDATES = 64
 
 
 class WindowQueries(StoreBase):
     async def close_due_windows(self, rules: WindowRules, *, limit: int = 50) -> WindowCloseResult:
-        """Close due windows (up to ``limit`` groups claimed)."""
-        created = 0
-        closed = 0
-        async with self.pool.acquire() as conn, conn.transaction():
-            groups = await conn.fetch(Q.claim_due_windows, limit)
-            for group in groups:
+        """Close due windows, one transaction each, up to ``limit`` groups claimed."""
+        claimed = closed = created = 0
+        while claimed < limit:
+            async with self.pool.acquire() as conn, conn.transaction():
+                group = await conn.fetchrow(Q.claim_due_window, CLAIM_CANDIDATES)
+                if group is None:
+                    break
+                claimed += 1
+                partner_id, event_name = group["partner_id"], group["event_name"]
+                state = await conn.fetchrow(Q.window_group_state, partner_id, event_name)
+                if state is None:  # closed by another process just before this one's lock
+                    continue
                 with tracing.span(
                     "window.close",
-                    links=group["trace_links"],
-                    partner_id=group["partner_id"],
-                    event_name=group["event_name"],
+                    links=state["trace_links"],
+                    partner_id=partner_id,
+                    event_name=event_name,
                 ):
-                    made = await self._close_window(conn, group, rules)
+                    made = await self._close_window(conn, partner_id, event_name, state, rules)
                 if made is not None:
                     closed += 1
                     created += made
-            if created:
-                await conn.execute(Q.notify_events)
-        return WindowCloseResult(claimed=len(groups), closed=closed, created=created)
+                    if made:
+                        await conn.execute(Q.notify_events)
+        return WindowCloseResult(claimed=claimed, closed=closed, created=created)
 
     async def _close_window(
-        self, conn: asyncpg.Connection, group: asyncpg.Record, rules: WindowRules
+        self,
+        conn: asyncpg.Connection,
+        partner_id: uuid.UUID,
+        event_name: str,
+        state: asyncpg.Record,
+        rules: WindowRules,
     ) -> int | None:
         """Event objects created, or None when the window did not close (empty, or kept open)."""
-        partner_id, event_name = group["partner_id"], group["event_name"]
+        start = state["consumed_through"]
         fold = Fold(max_resources=rules.max_resources)
-        after = 0
+        # Without duplicates, one read of max_resources + 1 rows decides the window.
+        chunk = min(READ_CHUNK, rules.max_resources + 1)
+        read = 0
+        after = start
         while not fold.capped:
-            rows = await conn.fetch(
-                Q.window_resource_events, partner_id, event_name, after, READ_CHUNK
-            )
+            rows = await conn.fetch(Q.window_resource_events, partner_id, event_name, after, chunk)
+            read += len(rows)
             fold.add((row["id"], row["resource"]) for row in rows)
-            if len(rows) < READ_CHUNK:
+            if len(rows) < chunk:
                 break
             after = rows[-1]["id"]
         if not fold.seen:
-            await conn.execute(Q.delete_window_group, partner_id, event_name)
+            # Nothing visible: either nothing is left, or a group commit is still inserting.
+            if await conn.fetchval(Q.lock_window_group, partner_id, event_name) == 0:
+                await conn.execute(Q.delete_window_group, partner_id, event_name, 0)
             return None
         if not window_closes(
-            now=group["db_now"],
-            opened_at=group["opened_at"],
-            last_event_at=group["last_event_at"],
+            now=state["db_now"],
+            opened_at=state["opened_at"],
+            last_event_at=state["last_event_at"],
             distinct=len(fold.seen),
             rules=rules,
         ):
@@ -71,25 +96,38 @@ class WindowQueries(StoreBase):
                 partner_id,
                 event_name,
                 len(fold.seen),
+                read,
                 rules.min_seconds,
                 rules.max_seconds,
             )
             return None
-        cutoff = fold.cutoff
-        await conn.execute(Q.consume_resource_events, partner_id, event_name, cutoff)
-        remaining = await conn.fetchval(Q.count_remaining_resource_events, partner_id, event_name)
-        if remaining:
+        made = await self._create_event_objects(conn, partner_id, event_name, fold.resources)
+        status = await conn.execute(
+            Q.consume_resource_events, partner_id, event_name, start, fold.cutoff
+        )
+        consumed = int(status.split()[-1])
+        # The group row is locked only from here to the commit.
+        queued = await conn.fetchval(Q.lock_window_group, partner_id, event_name)
+        if queued == consumed:
+            await conn.execute(Q.delete_window_group, partner_id, event_name, consumed)
+        else:
             await conn.execute(
-                Q.reopen_window_group,
+                Q.advance_window_group,
                 partner_id,
                 event_name,
-                remaining,
+                consumed,
+                fold.cutoff,
+                start,
                 rules.min_seconds,
                 rules.max_seconds,
                 rules.max_resources,
             )
-        else:
-            await conn.execute(Q.delete_window_group, partner_id, event_name)
+        return made
+
+    async def _create_event_objects(
+        self, conn: asyncpg.Connection, partner_id: uuid.UUID, event_name: str, resources: list[str]
+    ) -> int:
+        """One event object per matching registration: the one place a window becomes events."""
         registrations = [
             r["id"] for r in await conn.fetch(Q.matching_registrations, partner_id, event_name)
         ]
@@ -100,7 +138,7 @@ class WindowQueries(StoreBase):
                 conn,
                 partner_id=partner_id,
                 event_name=event_name,
-                resources=fold.resources,
+                resources=resources,
                 registration_ids=registrations,
                 event_ids=event_ids,
                 trace_parent=tracing.current_traceparent(),

@@ -22,6 +22,12 @@ WHERE producer_key_id = $1 AND idempotency_key = $2
 -- name: upsert_window_groups
 -- $1 partners, $2 event names, $3 resource-event counts; $4 min seconds, $5 max seconds,
 -- $6 max resources. Sorted so concurrent ingests lock groups in one order (no deadlocks).
+-- Run before the COPY of the resource events: every transaction inserting rows of a group holds
+-- its row lock, which is what lets a close know which ids below its cutoff may still appear
+-- (windows.sql, lock_window_group). queued_count is exact (a close subtracts what it deletes).
+-- A new group has nothing waiting (a group row is deleted only when empty), so its
+-- consumed_through starts below any id not yet handed out: its close skips the dead index
+-- entries of earlier windows.
 -- pending_count counts resource events, not distinct resources: it can only over-estimate, and
 -- the aggregator re-counts exactly before closing on the size rule.
 -- When it opens a window, or makes one due now (size rule), it notifies broker_windows (sent at
@@ -30,8 +36,8 @@ WHERE producer_key_id = $1 AND idempotency_key = $2
 -- $7: this commit's trace context (NULL while tracing is off), kept for the close to link to.
 WITH up AS (
     INSERT INTO window_groups AS g (partner_id, event_name, opened_at, last_event_at, pending_count,
-                                    queued_count, due_at, trace_links)
-    SELECT p, e, now(), now(), n, n,
+                                    queued_count, consumed_through, due_at, trace_links)
+    SELECT p, e, now(), now(), n, n, (SELECT last_value - 1 FROM resource_events_id_seq),
            CASE WHEN n >= $6 THEN now()
                 ELSE now() + make_interval(secs => least($4::float8, $5::float8)) END,
            CASE WHEN $7::text IS NULL THEN NULL ELSE ARRAY[$7::text] END
