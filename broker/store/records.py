@@ -169,6 +169,7 @@ class WindowCloseResult(NamedTuple):
     claimed: int  # due groups taken in this pass (the aggregator loops while a batch is full)
     closed: int  # windows that really closed (not merely rescheduled because of duplicates)
     created: int  # event objects created
+    read: int = 0  # resource events read to decide and fold the windows (the work done)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

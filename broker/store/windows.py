@@ -31,7 +31,7 @@ CLAIM_CANDIDATES = 64
 class WindowQueries(StoreBase):
     async def close_due_windows(self, rules: WindowRules, *, limit: int = 50) -> WindowCloseResult:
         """Close due windows, one transaction each, up to ``limit`` groups claimed."""
-        claimed = closed = created = 0
+        claimed = closed = created = read = 0
         while claimed < limit:
             async with self.pool.acquire() as conn, conn.transaction():
                 group = await conn.fetchrow(Q.claim_due_window, CLAIM_CANDIDATES)
@@ -48,13 +48,16 @@ class WindowQueries(StoreBase):
                     partner_id=partner_id,
                     event_name=event_name,
                 ):
-                    made = await self._close_window(conn, partner_id, event_name, state, rules)
+                    made, group_read = await self._close_window(
+                        conn, partner_id, event_name, state, rules
+                    )
+                read += group_read
                 if made is not None:
                     closed += 1
                     created += made
                     if made:
                         await conn.execute(Q.notify_events)
-        return WindowCloseResult(claimed=claimed, closed=closed, created=created)
+        return WindowCloseResult(claimed=claimed, closed=closed, created=created, read=read)
 
     async def _close_window(
         self,
@@ -63,8 +66,9 @@ class WindowQueries(StoreBase):
         event_name: str,
         state: asyncpg.Record,
         rules: WindowRules,
-    ) -> int | None:
-        """Event objects created, or None when the window did not close (empty, or kept open)."""
+    ) -> tuple[int | None, int]:
+        """(Event objects created, or None when the window did not close (empty, or kept open);
+        resource events read)."""
         start = state["consumed_through"]
         fold = Fold(max_resources=rules.max_resources)
         # Without duplicates, one read of max_resources + 1 rows decides the window.
@@ -82,7 +86,7 @@ class WindowQueries(StoreBase):
             # Nothing visible: either nothing is left, or a group commit is still inserting.
             if await conn.fetchval(Q.lock_window_group, partner_id, event_name) == 0:
                 await conn.execute(Q.delete_window_group, partner_id, event_name, 0)
-            return None
+            return None, read
         if not window_closes(
             now=state["db_now"],
             opened_at=state["opened_at"],
@@ -100,7 +104,7 @@ class WindowQueries(StoreBase):
                 rules.min_seconds,
                 rules.max_seconds,
             )
-            return None
+            return None, read
         made = await self._create_event_objects(conn, partner_id, event_name, fold.resources)
         status = await conn.execute(
             Q.consume_resource_events, partner_id, event_name, start, fold.cutoff
@@ -122,7 +126,7 @@ class WindowQueries(StoreBase):
                 rules.max_seconds,
                 rules.max_resources,
             )
-        return made
+        return made, read
 
     async def _create_event_objects(
         self, conn: asyncpg.Connection, partner_id: uuid.UUID, event_name: str, resources: list[str]

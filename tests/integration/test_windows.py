@@ -382,3 +382,104 @@ async def test_two_apps_with_aggregators_close_each_window_once(make_client, rec
     ids = Counter(d.headers["webhook-id"] for d in receiver.received)
     assert set(ids) == {str(r["id"]) for r in rows}
     assert all(n == 1 for n in ids.values())
+
+
+# ---------------------------------------------------------------------- work and locking
+
+
+class PausedCloseStore(Store):
+    """A close that stops just before it creates its event objects: the window is folded, its
+    close lock held and its transaction open, as in a long close of a huge window."""
+
+    def __init__(self, pool) -> None:
+        super().__init__(pool)
+        self.reached = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def _create_event_objects(self, conn, *args: Any) -> int:
+        self.reached.set()
+        await self.go.wait()
+        return await super()._create_event_objects(conn, *args)
+
+
+async def test_a_close_in_progress_never_makes_ingest_wait(make_client, db_url, db):
+    settings = {"window_min_seconds": 0.3, "window_max_seconds": 2.0, "window_max_resources": 3}
+    rules = WindowRules(min_seconds=0.3, max_seconds=2.0, max_resources=3)
+    client = await make_client(workers=False, **settings)
+    hot = await make_world(client)
+    other = await make_world(client)
+    await hot.register("http://127.0.0.1:9/hot")
+    await other.register("http://127.0.0.1:9/other")
+    await hot.emit([R + "a", R + "b", R + "c", R + "d", R + "e"])  # full: due at once
+    pools = [await create_pool(db_url, size=2) for _ in range(2)]
+    try:
+        paused, plain = PausedCloseStore(pools[0]), Store(pools[1])
+        closing = asyncio.create_task(paused.close_due_windows(rules, limit=1))
+        async with asyncio.timeout(10):
+            await paused.reached.wait()
+        # While the hot window's close is open: the same group and another partner ingest,
+        # and another process's aggregator closes other windows but not the one being closed.
+        async with asyncio.timeout(10):
+            await hot.emit([R + "f"])
+            await other.emit([R + "x"])
+        await asyncio.sleep(0.4)  # the other partner's window is quiet, so due
+        result = await plain.close_due_windows(rules)
+        assert (result.closed, result.created) == (1, 1)
+        assert [r["event_name"] for r in await event_rows(db)] == [other.event_name]
+        paused.go.set()
+        first = await closing
+        assert (first.claimed, first.closed, first.created) == (1, 1, 1)
+        await asyncio.sleep(0.4)
+        async with asyncio.timeout(10):
+            while await db_count_groups(plain):
+                await plain.close_due_windows(rules)
+                await asyncio.sleep(0.05)
+    finally:
+        for pool in pools:
+            await pool.close()
+    rows = await db.fetch(
+        "SELECT partner_id::text AS partner, resources FROM events ORDER BY created_at, id"
+    )
+    windows = {
+        p: [list(r["resources"]) for r in rows if r["partner"] == p]
+        for p in {r["partner"] for r in rows}
+    }
+    assert windows == {
+        other.partner_id: [[R + "x"]],
+        hot.partner_id: [[R + "a", R + "b", R + "c"], [R + "d", R + "e", R + "f"]],
+    }
+    assert await db.fetchval("SELECT count(*) FROM resource_events") == 0
+
+
+async def test_draining_a_backlog_reads_each_resource_event_about_once(make_client, db_url, db):
+    """A backlog of many full windows: each close reads what it folds (plus the one resource
+    event that tells it the window is full), not the rest of the backlog."""
+    rules = WindowRules(min_seconds=5.0, max_seconds=10.0, max_resources=100)
+    client = await make_client(
+        workers=False, window_min_seconds=5.0, window_max_seconds=10.0, window_max_resources=100
+    )
+    world = await make_world(client)
+    await world.register("http://127.0.0.1:9/a")
+    resources = [f"{R}{i}" for i in range(2050)]
+    for i in range(0, len(resources), 500):
+        await world.emit(resources[i : i + 500])
+    pool = await create_pool(db_url, size=2)
+    try:
+        store = Store(pool)
+        read = closes = 0
+        while True:
+            result = await store.close_due_windows(rules, limit=7)
+            read, closes = read + result.read, closes + result.closed
+            if result.claimed < 7:
+                break
+    finally:
+        await pool.close()
+    rows = await event_rows(db)
+    assert [list(r["resources"]) for r in rows] == [
+        resources[i : i + 100] for i in range(0, 2000, 100)
+    ]
+    assert closes == 20  # the last 50 wait for the quiet rule
+    # Each close also reads the row after its window (the next close reads it again); the
+    # open window of the last 50 is not due, so not read at all.
+    assert read == 2000 + 20
+    assert await db.fetchval("SELECT queued_count FROM window_groups") == 50
