@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     delivery_per_registration: Annotated[int, Field(ge=1)] = 16
     delivery_batch_size: Annotated[int, Field(ge=1)] = 200
     poll_interval_seconds: Positive = 1.0
+    # How often housekeeping recomputes the /metrics gauges (scrapes read the last snapshot).
+    gauge_refresh_seconds: Positive = 5.0
     # Extra time past the delivery timeout before an unfinished lease is taken back.
     lease_margin_seconds: Seconds = 15.0
 

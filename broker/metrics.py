@@ -35,8 +35,9 @@ REGISTRATION_TRANSITIONS = Counter(
     ["to"],
     registry=REGISTRY,
 )
-# Database-wide gauges, read at scrape time: every process reports the same values, so aggregate
-# them with max(), not sum(). Suspended and Paused queues wait by design: alert on Active.
+# Database-wide gauges, from the snapshot housekeeping refreshes every few seconds
+# (broker/workers/gauges.py): every process reports the same values, so aggregate them with
+# max(), not sum(). Suspended and Paused queues wait by design: alert on Active.
 QUEUE_DEPTH = Gauge(
     "broker_queue_depth",
     "Pending event objects, by the status of their registration",
@@ -64,6 +65,13 @@ BREAKERS = Gauge(
     ["state"],
     registry=REGISTRY,
 )
+GAUGES_AGE = Gauge(
+    "broker_gauges_age_seconds",
+    "Age of the snapshot the database-wide gauges come from (-1: none taken yet); a value far "
+    "above BROKER_GAUGE_REFRESH_SECONDS means no process is running housekeeping",
+    registry=REGISTRY,
+)
+GAUGES_AGE.set(-1)
 
 # Every label value exists from the start (at 0), so rate() and absent-series alerts work before
 # the first failure or transition ever happens.

@@ -121,6 +121,7 @@ def make_settings(**overrides: Any) -> Settings:
         "retry_jitter": 0.0,
         "delivery_timeout_seconds": 2.0,
         "poll_interval_seconds": 0.2,
+        "gauge_refresh_seconds": 0.05,
         "lease_margin_seconds": 1.0,
         "db_pool_size": 4,
     }

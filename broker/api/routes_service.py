@@ -41,12 +41,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    from broker.workers.gauges import refresh_gauges
+    from broker.workers.gauges import load_gauges
 
     try:
-        await refresh_gauges(request.app[STORE])
+        await load_gauges(request.app[STORE])
     except Exception as exc:  # counters are still worth serving; gauges keep their last value
-        log.warning("metrics: could not refresh gauges from the database (%r)", exc)
+        log.warning("metrics: could not read the gauges from the database (%r)", exc)
     body = generate_latest(REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -182,3 +182,5 @@ class GaugeSnapshot:
     registrations_by_status: dict[str, int]
     # Registrations with delivery state, by breaker state (closed / open / half-open).
     breakers: dict[str, int]
+    # Seconds since the snapshot was taken (0 for one just computed).
+    age_seconds: float = 0.0

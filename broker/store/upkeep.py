@@ -1,6 +1,13 @@
-"""Gauges for /metrics and the housekeeping jobs (retention, leases, secrets)."""
+"""Gauges for /metrics and the housekeeping jobs (retention, leases, secrets).
+
+The gauges are database-wide and their queries read the queue, so they are computed by one
+housekeeping job per cluster every few seconds and kept in ``gauge_snapshot``; a scrape reads
+that one row.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 from broker.domain.states import Status
 from broker.store.base import StoreBase
@@ -31,6 +38,21 @@ class UpkeepQueries(StoreBase):
             breakers={"closed": 0, "open": 0, "half-open": 0}
             | {r["state"]: r["n"] for r in breakers},
         )
+
+    async def refresh_gauge_snapshot(self) -> GaugeSnapshot:
+        """Compute the gauges and store them for every process's /metrics."""
+        snapshot = await self.gauge_snapshot()
+        gauges = dataclasses.asdict(snapshot)
+        del gauges["age_seconds"]
+        await self.pool.execute(Q.write_gauge_snapshot, gauges)
+        return snapshot
+
+    async def read_gauge_snapshot(self) -> GaugeSnapshot | None:
+        """The last stored gauges (None before the first refresh)."""
+        row = await self.pool.fetchrow(Q.read_gauge_snapshot)
+        if row is None:
+            return None
+        return GaugeSnapshot(**row["gauges"], age_seconds=max(row["age"], 0.0))
 
     async def purge_finished_events(self, retention_days: int, *, batch: int = 10000) -> int:
         total = 0

@@ -1,13 +1,35 @@
-"""Gauges read from the database when /metrics is scraped (queues, lag, registrations)."""
+"""The database-wide /metrics gauges: computed in the background, served from a snapshot.
+
+``refresh_gauges`` is a housekeeping job (one process per cluster runs it every
+``BROKER_GAUGE_REFRESH_SECONDS``): it runs the gauge queries and stores the result. A scrape
+only calls ``load_gauges``, which reads that one row, so scraping costs the same with a million
+Pending event objects as with none, and an unauthenticated endpoint cannot make the database
+scan the queue.
+"""
 
 from __future__ import annotations
 
 from broker import metrics
+from broker.store.records import GaugeSnapshot
 from broker.store.store import Store
 
 
-async def refresh_gauges(store: Store) -> None:
-    snapshot = await store.gauge_snapshot()
+async def refresh_gauges(store: Store) -> GaugeSnapshot:
+    snapshot = await store.refresh_gauge_snapshot()
+    publish(snapshot)
+    return snapshot
+
+
+async def load_gauges(store: Store) -> GaugeSnapshot | None:
+    snapshot = await store.read_gauge_snapshot()
+    if snapshot is None:
+        metrics.GAUGES_AGE.set(-1)
+    else:
+        publish(snapshot)
+    return snapshot
+
+
+def publish(snapshot: GaugeSnapshot) -> None:
     for status, depth in snapshot.queue_depth.items():
         metrics.QUEUE_DEPTH.labels(registration_status=status).set(depth)
     for status, age in snapshot.oldest_pending_age_seconds.items():
@@ -17,3 +39,4 @@ async def refresh_gauges(store: Store) -> None:
         metrics.REGISTRATIONS_BY_STATUS.labels(status=status).set(count)
     for state, count in snapshot.breakers.items():
         metrics.BREAKERS.labels(state=state).set(count)
+    metrics.GAUGES_AGE.set(snapshot.age_seconds)

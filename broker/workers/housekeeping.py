@@ -1,5 +1,6 @@
 """Periodic housekeeping on APScheduler 3: retention, expired secrets, stale leases, the queued
-events of deleted registrations, old idempotency keys, expired portal links.
+events of deleted registrations, old idempotency keys, expired portal links, and the /metrics
+gauge snapshot.
 
 The jobs run in one process of the cluster at a time: :class:`HousekeepingLeader` holds a lease
 row in PostgreSQL (``leader_leases``), renews it every third of its length, and runs the
@@ -62,6 +63,12 @@ class Housekeeping:
     async def purge_expired_portal_links(self) -> int:
         return await self._store.purge_expired_portal_links()
 
+    async def refresh_gauges(self) -> int:
+        from broker.workers.gauges import refresh_gauges
+
+        await refresh_gauges(self._store)
+        return 1
+
     async def discard_orphaned_events(self) -> int:
         discarded = await self._store.discard_orphaned_events()
         if discarded:
@@ -97,6 +104,17 @@ class Housekeeping:
                 coalesce=True,
                 misfire_grace_time=None,
             )
+        # The /metrics gauges from the start: a scrape reads what this job stored.
+        self._scheduler.add_job(
+            self._guard(self.refresh_gauges),
+            "interval",
+            seconds=self._settings.gauge_refresh_seconds,
+            name="refresh_gauges",
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
         self._scheduler.start()
 
     def stop(self) -> None:

@@ -70,3 +70,11 @@ WHERE previous_secret_expires_at <= now();
 
 -- name: gauge_registrations
 SELECT status, count(*) AS n FROM registrations GROUP BY status;
+
+-- name: write_gauge_snapshot
+INSERT INTO gauge_snapshot (taken_at, gauges) VALUES (now(), $1)
+ON CONFLICT (singleton) DO UPDATE SET taken_at = excluded.taken_at, gauges = excluded.gauges;
+
+-- name: read_gauge_snapshot
+-- What /metrics serves: one row, whatever the size of the queue.
+SELECT gauges, extract(epoch FROM now() - taken_at)::float8 AS age FROM gauge_snapshot;

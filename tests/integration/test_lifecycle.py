@@ -937,6 +937,7 @@ async def test_housekeeping_scheduler_starts_runs_and_stops_cleanly(
                 "discard_orphaned_events",
                 "purge_idempotency_keys",
                 "purge_expired_portal_links",
+                "refresh_gauges",
             }
 
             # The first runs come soon after start, not a full interval later.

@@ -1,19 +1,33 @@
 """/metrics after real traffic: every operator metric moves when the thing it counts happens.
 
 Counters are process-wide (one registry per process, shared by every app a test process starts),
-so each assertion compares a scrape taken before the traffic with one taken after. Gauges are
-read from this test's own database on every scrape, so they are compared as absolute values.
+so each assertion compares a scrape taken before the traffic with one taken after. Gauges come
+from this test's own database (the snapshot housekeeping refreshes, every 0.05 s in tests), so
+they are compared as absolute values.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from tests.conftest import make_world, scrape_metrics, wait_until
+from broker.store.db import create_pool
+from broker.store.store import Store
+from broker.workers.housekeeping import Housekeeping
+from tests.conftest import make_settings, make_world, scrape_metrics, wait_until
 
 ACTIVE = 'broker_registrations{status="Active"}'
 SUSPENDED = 'broker_registrations{status="Suspended"}'
 LAG = "broker_delivery_lag_seconds"
+AGE = "broker_gauges_age_seconds"
+
+
+async def refresh_gauges_once(db_url: str) -> None:
+    """What the cluster's housekeeping does every BROKER_GAUGE_REFRESH_SECONDS."""
+    pool = await create_pool(db_url, size=2)
+    try:
+        await Housekeeping(Store(pool), make_settings()).refresh_gauges()
+    finally:
+        await pool.close()
 
 
 def depth(status: str) -> str:
@@ -149,7 +163,7 @@ async def test_metrics_expose_every_series_before_any_traffic(client):
         assert name in samples, name
 
 
-async def test_delivery_lag_shows_due_work_no_worker_has_claimed(client, receiver, db):
+async def test_delivery_lag_shows_due_work_no_worker_has_claimed(client, receiver, db, db_url):
     # No workers in this app: an Active registration's event, due five seconds ago, waits.
     world = await make_world(client)
     reg = await world.register(receiver.url)
@@ -165,7 +179,43 @@ async def test_delivery_lag_shows_due_work_no_worker_has_claimed(client, receive
         world.partner_id,
         reg["id"],
     )
+    await refresh_gauges_once(db_url)
     samples = await scrape_metrics(client)
     assert samples[depth("Active")] == 1
     assert samples[LAG] >= 5
     assert samples[oldest("Active")] >= 6
+
+
+async def test_a_scrape_serves_the_last_snapshot_and_never_reads_the_queue(client, db, db_url):
+    # This app runs no housekeeping: nothing refreshes the gauges but the job run here.
+    world = await make_world(client)
+    reg = await world.register("http://127.0.0.1:9/a")
+    assert (await scrape_metrics(client))[AGE] == -1  # no snapshot taken yet
+    await refresh_gauges_once(db_url)
+    first = await scrape_metrics(client)
+    assert first[depth("Active")] == 0 and first[ACTIVE] == 1
+    assert 0 <= first[AGE] < 60
+    await db.execute(
+        """INSERT INTO events (id, partner_id, registration_id, event_name, resources)
+           SELECT gen_random_uuid(), $1::uuid, $2::uuid, 'Core.Account.Opened', '{}'
+           FROM generate_series(1, 3)""",
+        world.partner_id,
+        reg["id"],
+    )
+    # Scrapes between two refreshes serve the snapshot, however often they come.
+    for _ in range(3):
+        assert (await scrape_metrics(client))[depth("Active")] == 0
+    await refresh_gauges_once(db_url)
+    assert (await scrape_metrics(client))[depth("Active")] == 3
+
+
+async def test_housekeeping_keeps_the_gauges_fresh(make_client, db):
+    client = await make_client(workers=True, gauge_refresh_seconds=0.1)
+    world = await make_world(client)
+    await world.register("http://127.0.0.1:9/a")
+
+    async def counted() -> bool:
+        samples = await scrape_metrics(client)
+        return samples[ACTIVE] == 1 and 0 <= samples[AGE] < 5
+
+    await wait_until(counted)
