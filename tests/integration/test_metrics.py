@@ -196,9 +196,13 @@ async def test_a_scrape_serves_the_last_snapshot_and_never_reads_the_queue(clien
     assert first[depth("Active")] == 0 and first[ACTIVE] == 1
     assert 0 <= first[AGE] < 60
     await db.execute(
-        """INSERT INTO events (id, partner_id, registration_id, event_name, resources)
-           SELECT gen_random_uuid(), $1::uuid, $2::uuid, 'Core.Account.Opened', '{}'
-           FROM generate_series(1, 3)""",
+        """WITH e AS (
+               INSERT INTO events (id, partner_id, registration_id, event_name, resources)
+               SELECT gen_random_uuid(), $1::uuid, $2::uuid, 'Core.Account.Opened', '{}'
+               FROM generate_series(1, 3)
+               RETURNING id, registration_id, created_at)
+           INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at)
+           SELECT id, registration_id, created_at, now() FROM e""",
         world.partner_id,
         reg["id"],
     )
