@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-fast test-fault lint bench bench-quick clean browsers
+.PHONY: install serve test test-fast test-fault lint bench bench-quick bench-history clean browsers
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+# History at scale (bench/README.md): a large events table, a hot partner's window backlog,
+# /metrics over a big queue. Not in CI. Sizes: --set history_events=10000000 etc.
+bench-history: $(STAMP)
+	$(BIN)/python -m bench.run --only history_filters,window_drain,metrics_scrape $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest-pg .pytest_cache .mypy_cache .ruff_cache *.egg-info
