@@ -1064,23 +1064,25 @@ class Bench:
             f"history_filters: inserting {s.history_events:,} event objects over"
             f" {s.history_partners} partners and {s.history_days} days (SQL)"
         )
-        # Realistic mix: 90% Success, 7% Failed, 3% Pending; registration 80/20; five event
-        # names, the first three common; spread evenly over the days, newest now.
+        # Realistic mix, drawn independently per row: 90% Success, 7% Failed, 3% Pending;
+        # registration 80/20; five event names, two of them rare (5% each); spread evenly over
+        # the days, newest now.
         partner_ids = [uuid.UUID(p["id"]) for p, _ in partners]
         reg_ids = [[uuid.UUID(r) for r in regs] for _, regs in partners]
         sql = """
             INSERT INTO events (id, partner_id, registration_id, event_name, resources, status,
                                 created_at, last_attempted_at, attempt_count)
             SELECT gen_random_uuid(), ($1::uuid[])[1 + g % $6::int],
-                   CASE WHEN g % 5 = 0 THEN ($3::uuid[])[1 + g % $6::int]
+                   CASE WHEN r1 < 0.2 THEN ($3::uuid[])[1 + g % $6::int]
                         ELSE ($2::uuid[])[1 + g % $6::int] END,
-                   ($4::text[])[CASE WHEN g % 20 = 0 THEN 5 WHEN g % 20 = 1 THEN 4
+                   ($4::text[])[CASE WHEN r2 < 0.05 THEN 5 WHEN r2 < 0.10 THEN 4
                                      ELSE 1 + g % 3 END],
                    ARRAY['core/v1/dda/accounts/' || g, 'core/v1/dda/accounts/' || (g + 1)],
-                   CASE WHEN g % 100 < 90 THEN 'Success' WHEN g % 100 < 97 THEN 'Failed'
+                   CASE WHEN r3 < 0.90 THEN 'Success' WHEN r3 < 0.97 THEN 'Failed'
                         ELSE 'Pending' END,
                    ts, ts + interval '1 second', 1
-            FROM (SELECT g, now() - ($7::bigint - g) * ($5::float8 * interval '1 second') AS ts
+            FROM (SELECT g, random() AS r1, random() AS r2, random() AS r3,
+                         now() - ($7::bigint - g) * ($5::float8 * interval '1 second') AS ts
                   FROM generate_series($8::bigint, $9::bigint) AS g) AS t"""
         step = s.history_days * 86400 / s.history_events
         started = time.perf_counter()
