@@ -181,6 +181,17 @@ def _cmd_admin(args: argparse.Namespace) -> int:
         print(_table(["name", "description"], [[t.name, t.description] for t in types]))
         return 0
 
+    async def reset_admin_token(store: Any) -> int:
+        from broker.store.records import hash_key, new_api_key
+
+        if settings.admin_token is not None:
+            print("BROKER_ADMIN_TOKEN is set: change it there instead", file=sys.stderr)
+            return 2
+        token = new_api_key("admin")
+        await store.replace_admin_token(hash_key(token))
+        print(f"admin token (new, shown once; the previous one no longer works): {token}")
+        return 0
+
     actions = {
         "create-partner": create_partner,
         "create-partner-key": create_partner_key,
@@ -189,6 +200,7 @@ def _cmd_admin(args: argparse.Namespace) -> int:
         "add-event-type": add_event_type,
         "list-partners": list_partners,
         "list-event-types": list_event_types,
+        "reset-admin-token": reset_admin_token,
     }
     try:
         if args.admin_command in ("create-partner", "create-producer-key"):
@@ -239,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description", default="")
     admin_sub.add_parser("list-partners", help="list partners")
     admin_sub.add_parser("list-event-types", help="list the event-type catalog")
+    admin_sub.add_parser(
+        "reset-admin-token", help="replace the generated admin token (when one was lost)"
+    )
     admin.set_defaults(func=_cmd_admin)
 
     from broker.cli_http import add_parsers  # emit, events tail, events resend-failed

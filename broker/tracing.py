@@ -68,22 +68,31 @@ def _context(traceparent: str | None) -> Any:
     return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
 
 
-@contextlib.contextmanager
+_OFF = contextlib.nullcontext()
+
+
 def span(
     name: str,
     *,
     parent: str | None = None,
     links: Sequence[str] | None = None,
     **attributes: Any,
-) -> Iterator[Any]:
+) -> contextlib.AbstractContextManager[Any]:
     """A span named ``name`` (the current one while inside), or nothing when tracing is off.
 
     ``parent`` and ``links`` are traceparents read from the rows; ``attributes`` become
-    ``broker.<name>`` attributes (UUIDs as text, lists of them as lists of text).
+    ``broker.<name>`` attributes (UUIDs as text, lists of them as lists of text). Off, this is
+    one shared null context: nothing is built per call on the delivery path.
     """
     if _tracer is None:
-        yield None
-        return
+        return _OFF
+    return _span(name, parent, links, attributes)
+
+
+@contextlib.contextmanager
+def _span(
+    name: str, parent: str | None, links: Sequence[str] | None, attributes: dict[str, Any]
+) -> Iterator[Any]:
     span_links = []
     for text in links or ():
         context = trace.get_current_span(_context(text)).get_span_context()

@@ -24,6 +24,14 @@ class RuntimeQueries(StoreBase):
             return bytes(inserted), True
         return bytes(await self.pool.fetchval(Q.admin_token_hash)), False
 
+    async def admin_token_hash(self) -> bytes | None:
+        stored = await self.pool.fetchval(Q.admin_token_hash)
+        return None if stored is None else bytes(stored)
+
+    async def replace_admin_token(self, token_hash: bytes) -> None:
+        """A new generated admin token: the previous one stops working in every process."""
+        await self.pool.execute(Q.replace_admin_token, token_hash)
+
     async def take_lease(self, name: str, holder: str, seconds: float) -> bool:
         """Renew (or take over an expired) lease; True while ``holder`` holds it."""
         return await self.pool.fetchval(Q.take_lease, name, holder, seconds) is not None

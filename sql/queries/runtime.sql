@@ -9,6 +9,10 @@ RETURNING token_hash;
 -- name: admin_token_hash
 SELECT token_hash FROM admin_token;
 
+-- name: replace_admin_token
+INSERT INTO admin_token (token_hash) VALUES ($1)
+ON CONFLICT (singleton) DO UPDATE SET token_hash = excluded.token_hash, created_at = now();
+
 -- name: take_lease
 -- Renew our own lease, or take over one that has expired; a row back means we hold it.
 INSERT INTO leader_leases AS l (name, holder, expires_at)

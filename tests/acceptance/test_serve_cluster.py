@@ -10,7 +10,7 @@ import time
 
 import aiohttp
 
-from tests.acceptance.test_cli import free_port, serving
+from tests.acceptance.test_cli import broker, free_port, serving
 from tests.conftest import bearer, wait_until
 
 
@@ -75,3 +75,26 @@ async def test_housekeeping_leader_is_one_process_and_another_takes_over_when_it
         await wait_until(taken_over, timeout=10)
         # Taken over once the dead holder's lease ran out, not before and not much later.
         assert time.monotonic() - killed < 1 + 1 / 3 + 1.5
+
+
+async def test_resetting_the_generated_admin_token_takes_effect_in_a_running_process(db_url):
+    port = free_port()
+    async with serving(db_url, BROKER_PORT=str(port)) as (_proc, lines):
+        old = re.search(r"admin token \(generated.*?\): (\S+)", "".join(lines))
+        assert old, lines
+        run = await broker(db_url, "admin", "reset-admin-token")
+        assert run.code == 0, run
+        new = re.search(r"admin token \(new.*?\): (\S+)", run.out)
+        assert new, run.out
+        assert new[1] != old[1]
+        url = f"http://127.0.0.1:{port}/admin/v1/partners"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url, headers=bearer(old[1])) as resp:
+                assert resp.status == 401  # at once, without a restart
+            async with http.get(url, headers=bearer(new[1])) as resp:
+                assert resp.status == 200
+    configured = await broker(
+        db_url, "admin", "reset-admin-token", BROKER_ADMIN_TOKEN="configured-token-0123456789"
+    )
+    assert configured.code == 2
+    assert "BROKER_ADMIN_TOKEN" in configured.err
