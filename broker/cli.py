@@ -66,28 +66,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _with_store(settings: Settings, action: Callable[[Any], Awaitable[int]]) -> int:
+    from broker.crypto import load_key_ring
     from broker.store.db import create_pool, database_url, migrate
     from broker.store.store import Store
 
+    keys = load_key_ring(settings)
     pool = await create_pool(database_url(settings), size=2)
     try:
         async with pool.acquire() as conn:
-            await migrate(conn)
-        return await action(Store(pool))
+            await migrate(conn, keys=keys)
+        return await action(Store(pool, keys=keys))
     finally:
         await pool.close()
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
+    from broker.crypto import load_key_ring
     from broker.store.db import create_pool, database_url, migrate
 
     settings = _settings_from(args)
 
     async def run() -> int:
+        keys = load_key_ring(settings)  # migration 0003 seals existing secrets with it
         pool = await create_pool(database_url(settings), size=2)
         try:
             async with pool.acquire() as conn:
-                applied = await migrate(conn)
+                applied = await migrate(conn, keys=keys)
         finally:
             await pool.close()
         print("applied: " + ", ".join(applied) if applied else "database is up to date")
@@ -192,7 +196,17 @@ def _cmd_admin(args: argparse.Namespace) -> int:
         print(f"admin token (new, shown once; the previous one no longer works): {token}")
         return 0
 
+    async def reencrypt(store: Any) -> int:
+        await store.check_key_ring()  # names any key id the ring lacks before changing a row
+        report = await store.reseal_secrets()
+        print(
+            f"re-sealed {report.registrations} registration(s); every stored secret is sealed "
+            f"with key id {report.key_id} (the first of the key ring)"
+        )
+        return 0
+
     actions = {
+        "reencrypt": reencrypt,
         "create-partner": create_partner,
         "create-partner-key": create_partner_key,
         "create-producer-key": create_producer_key,
@@ -253,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     admin_sub.add_parser("list-event-types", help="list the event-type catalog")
     admin_sub.add_parser(
         "reset-admin-token", help="replace the generated admin token (when one was lost)"
+    )
+    admin_sub.add_parser(
+        "reencrypt", help="re-seal every stored secret with the first BROKER_ENCRYPTION_KEYS key"
     )
     admin.set_defaults(func=_cmd_admin)
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource
@@ -54,6 +54,24 @@ def _upper(raw: Any) -> Any:
 _CSP_SOURCE = r"(?:'[a-z-]+'|[A-Za-z0-9*:/._%-]+)"
 CSP_SOURCES = rf"^{_CSP_SOURCE}(?: +{_CSP_SOURCE})*$"
 PUBLIC_URL = r"^https?://[A-Za-z0-9.\-\[\]:]+(?:/[A-Za-z0-9._~/-]*)?$"
+
+
+def _encryption_keys(raw: Any) -> Any:
+    # "k1,k2" (base64) in the environment; a tuple of raw keys when given in Python.
+    if isinstance(raw, str):
+        from broker.crypto import parse_keys
+
+        return parse_keys(raw)
+    return raw
+
+
+def _aes256_keys(keys: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    if any(len(k) != 32 for k in keys):
+        raise ValueError("every key must be 32 bytes (base64 of 32 random bytes)")
+    if len(set(keys)) != len(keys):
+        raise ValueError("the same key is listed twice")
+    return keys
+
 
 Seconds = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
@@ -114,6 +132,16 @@ class Settings(BaseSettings):
     # Who may frame the portal (CSP frame-ancestors sources), and the base of portal-link URLs.
     portal_frame_ancestors: Annotated[str, Field(pattern=CSP_SOURCES)] = "'none'"
     public_url: Annotated[str, Field(pattern=PUBLIC_URL)] | None = None
+
+    # Secrets at rest (broker/crypto.py): base64 32-byte keys, the first seals, all open.
+    # Empty: a key file in data_dir.
+    encryption_keys: Annotated[
+        tuple[bytes, ...],
+        NoDecode,
+        BeforeValidator(_encryption_keys),
+        AfterValidator(_aes256_keys),
+        Field(repr=False),
+    ] = ()
     log_format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"], BeforeValidator(_upper)
@@ -195,4 +223,4 @@ def _describe(exc: ValidationError) -> str:
 
 
 # Never echo these into a log, even when they are wrong.
-_SECRETS = frozenset({"admin_token", "database_url"})
+_SECRETS = frozenset({"admin_token", "database_url", "encryption_keys"})

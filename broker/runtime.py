@@ -44,6 +44,7 @@ import aiohttp
 from broker import tracing
 from broker.api.group_commit import IngestBatcher
 from broker.config import Settings
+from broker.crypto import load_key_ring
 from broker.http.connector import make_outbound_session
 from broker.store.db import create_pool, database_url, migrate
 from broker.store.listener import Listener
@@ -173,6 +174,7 @@ async def running(
     role = role or settings.role
     db_url = url or database_url(settings)
     tracing.configure()  # OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    keys = load_key_ring(settings)
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_pool(
             db_url,
@@ -181,8 +183,9 @@ async def running(
         )
         stack.push_async_callback(pool.close)
         async with pool.acquire() as conn:
-            await migrate(conn)
-        store = Store(pool)
+            await migrate(conn, keys=keys)  # 0003 seals existing secrets with the key ring
+        store = Store(pool, keys=keys)
+        await store.check_key_ring()  # a wrong key stops start-up, never a delivery later
         token_hash, generated = await admin_token(store, settings)
         session = outbound_session(settings)
         stack.push_async_callback(session.close)

@@ -9,6 +9,7 @@ isolated and can run in parallel under pytest-xdist.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import uuid
@@ -26,9 +27,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from broker.api.app import create_app
 from broker.config import Settings
 from broker.runtime import Runtime, running
+from broker.crypto import KeyRing
 from broker.store.db import embedded_database_url, migrate
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+# The key ring every test app and `broker` subprocess shares (a fixed key, so that a process a
+# test starts opens what the test's own app sealed). Tests of the key file set their own.
+TEST_ENCRYPTION_KEY = "dGVzdC1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcy0hISE="
+TEST_KEYS_RAW = (base64.b64decode(TEST_ENCRYPTION_KEY),)
+TEST_KEYS = KeyRing(TEST_KEYS_RAW, source="BROKER_ENCRYPTION_KEYS")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -124,9 +131,32 @@ def make_settings(**overrides: Any) -> Settings:
         "gauge_refresh_seconds": 0.05,
         "lease_margin_seconds": 1.0,
         "db_pool_size": 4,
+        "encryption_keys": TEST_KEYS_RAW,
     }
     base.update(overrides)
     return Settings(**base)  # constructing validates
+
+
+async def stored_secrets(
+    db: asyncpg.Connection, registration_id: str | uuid.UUID
+) -> dict[str, Any]:
+    """A registration's sealed columns as stored, opened with the test key ring."""
+    rid = uuid.UUID(str(registration_id))
+    row = await db.fetchrow(
+        "SELECT secret_sealed, previous_secret_sealed, basic_auth_sealed FROM registrations"
+        " WHERE id = $1",
+        rid,
+    )
+    assert row is not None
+    return {
+        "secret": TEST_KEYS.open(row["secret_sealed"], row=rid, column="secret"),
+        "previous_secret": TEST_KEYS.open_optional(
+            row["previous_secret_sealed"], row=rid, column="secret"
+        ),
+        "basic_auth": TEST_KEYS.open_optional(
+            row["basic_auth_sealed"], row=rid, column="basic_auth"
+        ),
+    }
 
 
 MakeClient = Callable[..., Awaitable[TestClient]]

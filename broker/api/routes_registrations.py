@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -157,18 +156,20 @@ async def create_registration(request: web.Request) -> web.Response:
     if errors:
         raise invalid(errors)
     assert policy is not None
+    secret = body.secret or generate_secret()
     reg = await request.app[STORE].create_registration(
         partner_id=partner_id_of(request),
         url=url,
         event_types=patterns,
         description=body.description,
-        secret=body.secret or generate_secret(),
+        secret=secret,
         basic_auth=body.basic_auth,
         max_live=request.app[SETTINGS].max_registrations_per_partner,
         policy=policy,
     )
     return json_response(
-        RegistrationCreated.model_validate(reg),
+        # The store keeps the secret sealed and never hands it back: shown from what was chosen.
+        RegistrationCreated(**dict(RegistrationOut.model_validate(reg)), secret=secret),
         status=201,
         headers={"Location": f"/webhooks/v1/registrations/{reg.id}"},
     )
@@ -202,7 +203,10 @@ async def update_registration(request: web.Request) -> web.Response:
             errors: list[FieldError] = []
             policy = merged_policy(body, current.policy, errors)
             if policy is not None and "signature" in body.model_fields_set:
-                check_secret(policy, current.secret, "signature.scheme", errors)
+                # The stored secret must suit the new scheme: opened for this check only.
+                target = await request.app[STORE].delivery_target(current.id)
+                if target is not None:
+                    check_secret(policy, target.secrets[0], "signature.scheme", errors)
             if errors:
                 raise invalid(errors)
             merged_from = current.updated_at
@@ -286,15 +290,13 @@ async def rotate_secret(request: web.Request) -> web.Response:
         errors: list[FieldError] = []
         if not check_secret(current.policy, body.secret, "secret", errors):
             raise invalid(errors)
+    secret = body.secret or generate_secret()
     reg = await request.app[STORE].rotate_secret(
-        _registration_id(request),
-        partner_id_of(request),
-        body.secret or generate_secret(),
-        body.grace_seconds,
+        _registration_id(request), partner_id_of(request), secret, body.grace_seconds
     )
     if reg is None:
         raise not_found("registration")
-    return json_response(RotateResult(secret=reg.secret))
+    return json_response(RotateResult(secret=secret))
 
 
 @routes.post("/webhooks/v1/registrations/{id}/test")
@@ -314,22 +316,18 @@ async def test_registration(request: web.Request) -> web.Response:
         previous_attempted_at=None,
         resources=[],
     )
-    live = [reg.secret]
-    if (
-        reg.previous_secret
-        and reg.previous_secret_expires_at
-        and (reg.previous_secret_expires_at.timestamp() > time.time())
-    ):
-        live.append(reg.previous_secret)
     # The registration's own timeout, signature scheme and headers, as a real delivery gets.
     policy = resolve(reg.policy, policy_defaults(settings))
+    target = await request.app[STORE].delivery_target(reg.id)
+    if target is None:  # gone between the two reads
+        raise not_found("registration")
     outcome = await send(
         request.app[HTTP_SESSION],
-        url=reg.url,
+        url=target.url,
         msg_id=str(event_id),
         body=body,
-        secrets=live,
-        basic_auth=reg.basic_auth,
+        secrets=target.secrets,
+        basic_auth=target.basic_auth,
         timeout=policy.timeout_seconds,
         signature=policy.signature,
         extra_headers=policy.headers,

@@ -62,10 +62,10 @@ class Registration:
     event_types: list[str]
     description: str
     status: Status
-    secret: str
-    previous_secret: str | None
+    # Secrets and basicAuth are not carried: they stay sealed in the store until a delivery
+    # needs them (DeliveryTarget).
     previous_secret_expires_at: datetime | None
-    basic_auth: str | None
+    has_basic_auth: bool
     failure_count: int
     last_success_at: datetime | None
     last_failure_at: datetime | None

@@ -4,7 +4,9 @@
 that the ``pgserver`` wheel ships, kept in ``BROKER_DATA_DIR``. Migrations are the ordered files in
 ``sql/migrations``; each is applied once, in one transaction, and recorded in
 ``schema_migrations``. A session-level advisory lock makes two processes starting at once take
-turns instead of racing to create the same tables.
+turns instead of racing to create the same tables. A ``-- step: name`` line in a migration runs a
+Python data step there (``broker/store/migration_steps.py``), for data SQL cannot move alone, such
+as sealing secrets with a key the database never sees.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 
 from broker.config import Settings
+
+if TYPE_CHECKING:
+    from broker.crypto import KeyRing
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,7 @@ MIGRATIONS_DIR = SQL_DIR / "migrations"
 MIGRATION_LOCK_ID = 0x62726B6D
 
 _MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")  # fullmatch: no "$" leeway
+_STEP_LINE = re.compile(r"^--\s*step:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,8 +57,33 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply pending migrations; returns the names applied (empty when already current)."""
+async def _apply(conn: asyncpg.Connection, sql: str, keys: KeyRing | None) -> None:
+    """One migration's SQL, with its ``-- step:`` data steps run where their lines stand."""
+    from broker.store.migration_steps import STEPS
+
+    parts = _STEP_LINE.split(sql)  # [sql, step, sql, step, sql, ...]
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            if part.strip():
+                await conn.execute(part)
+        else:
+            step = STEPS.get(part)
+            if step is None:
+                raise RuntimeError(f"migration names an unknown step {part!r}")
+            await step(conn, keys)
+
+
+async def migrate(
+    conn: asyncpg.Connection,
+    directory: Path = MIGRATIONS_DIR,
+    *,
+    keys: KeyRing | None = None,
+) -> list[str]:
+    """Apply pending migrations; returns the names applied (empty when already current).
+
+    ``keys`` is the key ring that data steps seal with; without it, a step that finds data to
+    seal fails (and its migration rolls back) instead of leaving secrets in the clear.
+    """
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
     try:
@@ -67,7 +98,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
             if migration.version in done:
                 continue
             async with conn.transaction():
-                await conn.execute(migration.sql)
+                await _apply(conn, migration.sql, keys)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                     migration.version,

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
+from broker.crypto import KeyRing
 from broker.domain.isolation import CLOSED, Breaker
 from broker.domain.models import (
     Attempt,
@@ -49,10 +50,8 @@ def registration_from_row(row: asyncpg.Record) -> Registration:
         event_types=list(row["event_types"]),
         description=row["description"],
         status=Status(row["status"]),
-        secret=row["secret"],
-        previous_secret=row["previous_secret"],
         previous_secret_expires_at=row["previous_secret_expires_at"],
-        basic_auth=row["basic_auth"],
+        has_basic_auth=row["basic_auth_sealed"] is not None,
         failure_count=row["failure_count"],
         last_success_at=row["last_success_at"],
         last_failure_at=row["last_failure_at"],
@@ -73,6 +72,38 @@ def breaker_from_row(row: asyncpg.Record) -> Breaker:
         state=state,
         opened_at=row["breaker_opened_at"],
         next_probe_at=row["breaker_next_probe_at"],
+    )
+
+
+# Associated data labels (broker/crypto.py): both secret columns share one, so a rotation moves
+# the current secret to previous_secret_sealed in SQL without opening it.
+SECRET = "secret"
+BASIC_AUTH = "basic_auth"
+
+
+def open_target(
+    keys: KeyRing,
+    *,
+    registration_id: uuid.UUID,
+    url: str,
+    secret_sealed: bytes,
+    previous_secret_sealed: bytes | None,
+    basic_auth_sealed: bytes | None,
+    policy: RegistrationPolicy = DEFAULT_POLICY,
+) -> DeliveryTarget:
+    """The one place secrets are opened: a delivery target from the sealed values (the previous
+    secret only while it is live). Raises UnreadableSecret rather than return a target that
+    would sign with nothing."""
+    rid = registration_id
+    live = [keys.open(secret_sealed, row=rid, column=SECRET)]
+    if previous_secret_sealed is not None:
+        live.append(keys.open(previous_secret_sealed, row=rid, column=SECRET))
+    return DeliveryTarget(
+        id=rid,
+        url=url,
+        secrets=tuple(live),
+        basic_auth=keys.open_optional(basic_auth_sealed, row=rid, column=BASIC_AUTH),
+        policy=policy,
     )
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from broker.crypto import KeyConfigError, UnreadableSecret
 from broker.domain.errors import LimitReached
 from broker.domain.ids import uuid7
 from broker.domain.models import (
@@ -18,8 +20,18 @@ from broker.store.base import StoreBase
 from broker.store.policy_rows import policy_params
 from broker.store.queries import Q
 from broker.store.records import (
+    BASIC_AUTH,
+    SECRET,
     registration_from_row,
 )
+
+RESEAL_BATCH = 500
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResealReport:
+    registrations: int  # rows rewritten
+    key_id: str  # the key everything is now sealed with (hex)
 
 
 class StaleRegistration(Exception):
@@ -42,6 +54,7 @@ class RegistrationQueries(StoreBase):
         """The new registration; LimitReached when the partner already has ``max_live`` that
         are not Deleted (checked with the partner row locked, so concurrent creates cannot
         overshoot)."""
+        registration_id = uuid7()
         async with self.pool.acquire() as conn, conn.transaction():
             if max_live is not None:
                 await conn.fetchval(Q.lock_partner, partner_id)
@@ -53,13 +66,13 @@ class RegistrationQueries(StoreBase):
                     )
             row = await conn.fetchrow(
                 Q.insert_registration,
-                uuid7(),
+                registration_id,
                 partner_id,
                 url,
                 event_types,
                 description,
-                secret,
-                basic_auth,
+                self.keys.seal(secret, row=registration_id, column=SECRET),
+                self.keys.seal_optional(basic_auth, row=registration_id, column=BASIC_AUTH),
                 *policy_params(policy),
             )
         return registration_from_row(row)
@@ -123,7 +136,7 @@ class RegistrationQueries(StoreBase):
                 event_types,
                 description,
                 set_basic_auth,
-                basic_auth,
+                self.keys.seal_optional(basic_auth, row=registration_id, column=BASIC_AUTH),
                 policy is not None,
                 merged_from,
                 *policy_params(policy or DEFAULT_POLICY),
@@ -195,7 +208,11 @@ class RegistrationQueries(StoreBase):
         """None when unknown; TransitionRefused when Deleted (a rotation is an update)."""
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
-                Q.rotate_secret, registration_id, partner_id, secret, float(grace_seconds)
+                Q.rotate_secret,
+                registration_id,
+                partner_id,
+                self.keys.seal(secret, row=registration_id, column=SECRET),
+                float(grace_seconds),
             )
             if row is not None:
                 return registration_from_row(row)
@@ -203,3 +220,50 @@ class RegistrationQueries(StoreBase):
         if current is None:
             return None
         raise TransitionRefused(current, Trigger.UPDATE)
+
+    # ------------------------------------------------------------------ secrets at rest
+
+    async def check_key_ring(self) -> None:
+        """Start-up check: every key that seals a stored secret is in the ring and opens it.
+
+        Raises KeyConfigError naming the missing key ids, so a wrong key stops the process
+        before it serves, instead of failing (or worse) at the first delivery.
+        """
+        keys = self.keys
+        missing: list[str] = []
+        for row in await self.pool.fetch(Q.sealed_key_samples):
+            try:
+                keys.open(row["sealed"], row=row["id"], column=row["kind"])
+            except UnreadableSecret:
+                missing.append(bytes(row["kid"]).hex())
+        if missing:
+            raise KeyConfigError(
+                f"stored registration secrets are sealed with key id(s) {', '.join(missing)}, "
+                f"which {keys.source} cannot open; configure the key(s) they were sealed with "
+                "(BROKER_ENCRYPTION_KEYS, first key seals, all open)"
+            )
+
+    async def reseal_secrets(self) -> ResealReport:
+        """``broker admin reencrypt``: rewrite every stored secret sealed by another key than
+        the ring's first. Each row is a compare-and-set, so a concurrent rotation wins."""
+        keys = self.keys
+        primary = keys.primary_id
+        rewritten = 0
+        while rows := await self.pool.fetch(Q.registrations_to_reseal, primary, RESEAL_BATCH):
+            for row in rows:
+                rid = row["id"]
+                old = (
+                    row["secret_sealed"],
+                    row["previous_secret_sealed"],
+                    row["basic_auth_sealed"],
+                )
+                columns = (SECRET, SECRET, BASIC_AUTH)
+                new = [
+                    keys.seal_optional(
+                        keys.open_optional(value, row=rid, column=column), row=rid, column=column
+                    )
+                    for value, column in zip(old, columns, strict=True)
+                ]
+                done = await self.pool.execute(Q.reseal_registration, rid, *old, *new)
+                rewritten += done == "UPDATE 1"
+        return ResealReport(registrations=rewritten, key_id=primary.hex())

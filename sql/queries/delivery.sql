@@ -187,10 +187,11 @@ ORDER BY next_due_at
 LIMIT 1;
 
 -- name: delivery_targets
--- Where and how to send, per registration: url, live secrets, basic auth, its delivery policy
+-- Where and how to send, per registration: url, the sealed secrets and basic auth, its delivery policy
 -- (sql/migrations/0007) and the version (updated_at) the worker caches them under. The one place
 -- the delivery path reads secrets.
-SELECT id, url, secret, basic_auth, previous_secret, previous_secret_expires_at, updated_at,
+SELECT id, url, secret_sealed, basic_auth_sealed, previous_secret_sealed,
+       previous_secret_expires_at, updated_at,
        delivery_timeout_seconds, retry_schedule, suspend_after_consecutive_failures,
        rate_limit_per_second, delivery_ordering, signature_scheme, signature_header,
        signature_prefix, signature_timestamp_header, extra_headers

@@ -65,7 +65,7 @@ DELETE FROM events WHERE id IN (
     LIMIT $2);
 
 -- name: drop_expired_previous_secrets
-UPDATE registrations SET previous_secret = NULL, previous_secret_expires_at = NULL
+UPDATE registrations SET previous_secret_sealed = NULL, previous_secret_expires_at = NULL
 WHERE previous_secret_expires_at <= now();
 
 -- name: gauge_registrations

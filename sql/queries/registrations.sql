@@ -1,8 +1,9 @@
 -- Registrations: the partner API's callback URLs and their state machine.
 
 -- name: insert_registration
--- $8..$17: the delivery policy, in broker.store.policy_rows.POLICY_COLUMNS order.
-INSERT INTO registrations (id, partner_id, url, event_types, description, secret, basic_auth,
+-- $6, $7: the secret and basicAuth, sealed (broker/crypto.py). $8..$17: the delivery policy, in broker.store.policy_rows.POLICY_COLUMNS order.
+INSERT INTO registrations (id, partner_id, url, event_types, description, secret_sealed,
+                           basic_auth_sealed,
                            delivery_timeout_seconds, retry_schedule,
                            suspend_after_consecutive_failures, rate_limit_per_second,
                            delivery_ordering, signature_scheme, signature_header,
@@ -52,7 +53,7 @@ UPDATE registrations SET
     url = coalesce($3, url),
     event_types = coalesce($4, event_types),
     description = coalesce($5, description),
-    basic_auth = CASE WHEN $6 THEN $7 ELSE basic_auth END,
+    basic_auth_sealed = CASE WHEN $6 THEN $7 ELSE basic_auth_sealed END,
     delivery_timeout_seconds = CASE WHEN $8 THEN $10 ELSE delivery_timeout_seconds END,
     retry_schedule = CASE WHEN $8 THEN $11 ELSE retry_schedule END,
     suspend_after_consecutive_failures =
@@ -81,10 +82,12 @@ WHERE id = $1 AND partner_id = $2 AND status = ANY($3::text[])
 RETURNING *;
 
 -- name: rotate_secret
+-- $3 is the new secret, sealed. Both secret columns seal with the same associated data, so the
+-- current one moves to previous_secret_sealed as it is, never decrypted.
 UPDATE registrations SET
-    previous_secret = CASE WHEN $4 > 0 THEN secret END,
+    previous_secret_sealed = CASE WHEN $4 > 0 THEN secret_sealed END,
     previous_secret_expires_at = CASE WHEN $4 > 0 THEN now() + make_interval(secs => $4::float8) END,
-    secret = $3,
+    secret_sealed = $3,
     updated_at = now()
 WHERE id = $1 AND partner_id = $2 AND status <> 'Deleted'
 RETURNING *;
@@ -108,3 +111,41 @@ UPDATE registrations r SET
 FROM old
 WHERE r.id = old.id
 RETURNING old.status AS was, r.status;
+
+-- name: get_delivery_target
+-- Where a delivery to this registration goes, with its live secrets (sealed) and basicAuth.
+SELECT url, secret_sealed, basic_auth_sealed,
+       CASE WHEN previous_secret_expires_at > now() THEN previous_secret_sealed END
+           AS previous_secret_sealed
+FROM registrations WHERE id = $1;
+
+-- name: sealed_key_samples
+-- One sealed value per key id in use (bytes 2-5 of a sealed value), so that start-up can prove
+-- the key ring opens every one of them. Deleted registrations count: reencrypt covers them too.
+SELECT DISTINCT ON (kid) kid, id, kind, sealed FROM (
+    SELECT id, 'secret' AS kind, secret_sealed AS sealed FROM registrations
+    UNION ALL
+    SELECT id, 'secret', previous_secret_sealed FROM registrations
+    WHERE previous_secret_sealed IS NOT NULL
+    UNION ALL
+    SELECT id, 'basic_auth', basic_auth_sealed FROM registrations
+    WHERE basic_auth_sealed IS NOT NULL
+) AS s CROSS JOIN LATERAL (SELECT substring(sealed FROM 2 FOR 4) AS kid) AS k
+ORDER BY kid, id;
+
+-- name: registrations_to_reseal
+-- Registrations with a value not sealed by the key $1 (reencrypt's work list, in batches).
+SELECT id, secret_sealed, previous_secret_sealed, basic_auth_sealed FROM registrations
+WHERE substring(secret_sealed FROM 2 FOR 4) <> $1
+   OR substring(previous_secret_sealed FROM 2 FOR 4) <> $1
+   OR substring(basic_auth_sealed FROM 2 FOR 4) <> $1
+ORDER BY id
+LIMIT $2;
+
+-- name: reseal_registration
+-- Compare-and-set: a rotation or PATCH that wrote meanwhile wins, and the row is read again.
+UPDATE registrations
+SET secret_sealed = $5, previous_secret_sealed = $6, basic_auth_sealed = $7
+WHERE id = $1 AND secret_sealed = $2
+  AND previous_secret_sealed IS NOT DISTINCT FROM $3
+  AND basic_auth_sealed IS NOT DISTINCT FROM $4;

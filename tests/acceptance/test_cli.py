@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import bearer, with_database
+from tests.conftest import TEST_ENCRYPTION_KEY, bearer, with_database
 
 BROKER = Path(sys.executable).parent / "broker"
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +31,7 @@ class Run:
 def broker_env(db_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
     env["BROKER_DATABASE_URL"] = db_url
+    env["BROKER_ENCRYPTION_KEYS"] = TEST_ENCRYPTION_KEY
     env.update(extra)
     return env
 

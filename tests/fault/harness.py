@@ -26,11 +26,12 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import ADMIN_TOKEN, ROOT
+from tests.conftest import ADMIN_TOKEN, ROOT, TEST_ENCRYPTION_KEY
 
 # Small windows, a short retry schedule and a short lease, so faults heal within seconds.
 FAULT_ENV = {
     "BROKER_ADMIN_TOKEN": ADMIN_TOKEN,
+    "BROKER_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
     "BROKER_ALLOW_PRIVATE_URLS": "true",
     "BROKER_WINDOW_MIN_SECONDS": "0.5",
     "BROKER_WINDOW_MAX_SECONDS": "2",

@@ -32,7 +32,7 @@ from broker.domain.ids import format_time
 from broker.domain.states import Trigger
 from broker.store.db import create_pool
 from broker.store.store import DeliveryResult, Store, WindowRules
-from tests.conftest import ADMIN_TOKEN, ROOT, make_world, wait_until
+from tests.conftest import ADMIN_TOKEN, ROOT, TEST_ENCRYPTION_KEY, TEST_KEYS, make_world, wait_until
 
 R = "core/v1/dda/accounts/"
 
@@ -500,7 +500,7 @@ async def test_paused_and_suspended_registrations_are_not_attempted(make_client,
 async def _close_windows_by_hand(db_url: str, rules: WindowRules) -> None:
     pool = await create_pool(db_url, size=2)
     try:
-        store = Store(pool)
+        store = Store(pool, keys=TEST_KEYS)
 
         async def created() -> bool:
             return bool((await store.close_due_windows(rules)).created)
@@ -523,7 +523,7 @@ async def test_an_abandoned_claim_is_delivered_by_another_worker_after_its_lease
     # A worker claims with a short lease, then "crashes": it never sends nor records.
     pool = await create_pool(db_url, size=2)
     try:
-        [claimed] = await Store(pool).claim_deliveries(
+        [claimed] = await Store(pool, keys=TEST_KEYS).claim_deliveries(
             limit=10, per_registration=16, lease_seconds=1.5, worker_id="crashed-worker"
         )
     finally:
@@ -559,7 +559,7 @@ async def test_a_stale_result_after_a_lease_expired_changes_nothing(
     )
     pool = await create_pool(db_url, size=2)
     try:
-        store = Store(pool)
+        store = Store(pool, keys=TEST_KEYS)
         [stale] = await store.claim_deliveries(
             limit=10, per_registration=16, lease_seconds=0.5, worker_id="slow-worker"
         )
@@ -670,6 +670,7 @@ def _free_port() -> int:
 WORKER_ENV = {
     "BROKER_ALLOW_PRIVATE_URLS": "true",
     "BROKER_ADMIN_TOKEN": ADMIN_TOKEN,
+    "BROKER_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
     "BROKER_WINDOW_MIN_SECONDS": "0.3",
     "BROKER_WINDOW_MAX_SECONDS": "1",
     "BROKER_WINDOW_MAX_RESOURCES": "25",

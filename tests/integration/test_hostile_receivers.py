@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.conftest import World, make_world, wait_until
+from tests.conftest import TEST_KEYS, World, make_world, wait_until
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HUGE = 50 * 1024 * 1024
@@ -461,12 +461,13 @@ async def test_per_registration_cap_holds_across_concurrent_claimers(db_url, db)
     partner, registration = uuid.uuid4(), uuid.uuid4()
     await db.execute("INSERT INTO partners (id, name) VALUES ($1, 'p')", partner)
     await db.execute(
-        "INSERT INTO registrations (id, partner_id, url, event_types, secret)"
-        " VALUES ($1, $2, 'http://127.0.0.1:9/', '{*}', 'whsec_x')",
+        "INSERT INTO registrations (id, partner_id, url, event_types, secret_sealed)"
+        " VALUES ($1, $2, 'http://127.0.0.1:9/', '{*}', $3)",
         registration,
         partner,
+        TEST_KEYS.seal("whsec_eA==", row=registration, column="secret"),
     )
-    stores = [Store(await create_pool(db_url, size=2)) for _ in range(3)]
+    stores = [Store(await create_pool(db_url, size=2), keys=TEST_KEYS) for _ in range(3)]
     try:
         for _ in range(40):
             await db.execute("DELETE FROM events")

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from tests.conftest import World, admin_headers, bearer, make_world, wait_until
+from tests.conftest import TEST_KEYS, World, admin_headers, bearer, make_world, wait_until
 
 PATH = "/internal/v1/resource-events"
 PROBLEM = "application/problem+json"
@@ -403,7 +403,7 @@ async def test_two_processes_claiming_the_same_keys_in_opposite_order_do_not_dea
     )
     pools = [await create_pool(db_url, size=2) for _ in range(2)]
     try:
-        stores = [Store(pool) for pool in pools]
+        stores = [Store(pool, keys=TEST_KEYS) for pool in pools]
         for round_ in range(5):
             keys = [f"r{round_}-k{i}" for i in range(20)]
 
@@ -442,7 +442,7 @@ async def test_stopping_the_batcher_mid_commit_fails_its_waiters_instead_of_hang
     )
     pool = await create_pool(db_url, size=2)
     batcher = IngestBatcher(
-        Store(pool), WindowRules(min_seconds=30, max_seconds=120, max_resources=10)
+        Store(pool, keys=TEST_KEYS), WindowRules(min_seconds=30, max_seconds=120, max_resources=10)
     )
     batcher.start()
     blocker = db.transaction()

@@ -24,7 +24,15 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from broker.store.db import create_pool
 from broker.store.store import Store
 from broker.workers.housekeeping import Housekeeping
-from tests.conftest import Receiver, World, make_settings, make_world, wait_until
+from tests.conftest import (
+    TEST_KEYS,
+    Receiver,
+    World,
+    make_settings,
+    make_world,
+    stored_secrets,
+    wait_until,
+)
 
 FAST = {
     "window_min_seconds": 0.2,
@@ -760,14 +768,18 @@ async def test_rotation_grace_ends(make_client, receiver, db, db_url):
     assert not _verifies(old, delivery)
     pool = await create_pool(db_url, size=2)
     try:
-        assert await Housekeeping(Store(pool), make_settings()).drop_expired_secrets() == 1
+        assert (
+            await Housekeeping(Store(pool, keys=TEST_KEYS), make_settings()).drop_expired_secrets()
+            == 1
+        )
     finally:
         await pool.close()
     row = await db.fetchrow(
-        "SELECT previous_secret, previous_secret_expires_at FROM registrations WHERE id = $1",
+        "SELECT previous_secret_sealed, previous_secret_expires_at FROM registrations"
+        " WHERE id = $1",
         uuid.UUID(reg["id"]),
     )
-    assert row["previous_secret"] is None and row["previous_secret_expires_at"] is None
+    assert row["previous_secret_sealed"] is None and row["previous_secret_expires_at"] is None
 
 
 @pytest.mark.parametrize(
@@ -792,9 +804,7 @@ async def test_rotation_rejects_bad_input_and_changes_nothing(make_client, recei
     )
     assert resp.status == 400, await resp.text()
     assert resp.content_type == "application/problem+json"
-    row = await db.fetchrow(
-        "SELECT secret, previous_secret FROM registrations WHERE id = $1", uuid.UUID(reg["id"])
-    )
+    row = await stored_secrets(db, reg["id"])
     assert row["secret"] == reg["secret"]
     assert row["previous_secret"] is None
 
@@ -870,7 +880,7 @@ async def test_housekeeping_jobs(make_client, receiver, db, db_url):
 
     pool = await create_pool(db_url, size=2)
     try:
-        housekeeping = Housekeeping(Store(pool), make_settings(retention_days=30))
+        housekeeping = Housekeeping(Store(pool, keys=TEST_KEYS), make_settings(retention_days=30))
         assert await housekeeping.purge_retention() == 2
         left = {r["id"] for r in await db.fetch("SELECT id FROM events")}
         assert left == {old_pending, recent, stale, live}
@@ -887,8 +897,8 @@ async def test_housekeeping_jobs(make_client, receiver, db, db_url):
 
         assert await housekeeping.drop_expired_secrets() == 1
         secrets = {
-            str(r["id"]): r["previous_secret"]
-            for r in await db.fetch("SELECT id, previous_secret FROM registrations")
+            str(r["id"]): r["previous_secret_sealed"]
+            for r in await db.fetch("SELECT id, previous_secret_sealed FROM registrations")
         }
         assert secrets[expiring["id"]] is None
         assert secrets[graced["id"]] is not None
@@ -928,7 +938,9 @@ async def test_housekeeping_scheduler_starts_runs_and_stops_cleanly(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            housekeeping = Housekeeping(Store(pool), make_settings(), first_run_after=0.1)
+            housekeeping = Housekeeping(
+                Store(pool, keys=TEST_KEYS), make_settings(), first_run_after=0.1
+            )
             housekeeping.start()
             assert housekeeping.running
             assert set(housekeeping.job_names) == {
@@ -944,7 +956,8 @@ async def test_housekeeping_scheduler_starts_runs_and_stops_cleanly(
             async def dropped() -> bool:
                 return (
                     await db.fetchval(
-                        "SELECT count(*) FROM registrations WHERE previous_secret IS NOT NULL"
+                        "SELECT count(*) FROM registrations"
+                        " WHERE previous_secret_sealed IS NOT NULL"
                     )
                     == 0
                 )

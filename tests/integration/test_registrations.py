@@ -10,7 +10,7 @@ import base64
 import os
 from typing import Any
 
-from tests.conftest import World, admin_headers, make_world
+from tests.conftest import World, admin_headers, make_world, stored_secrets
 
 REGS = "/webhooks/v1/registrations"
 PUBLIC_URL = "https://93.184.216.34/hook"  # a public literal: accepted without connecting
@@ -56,7 +56,7 @@ async def test_create_returns_active_registration_with_generated_secret(world, d
     assert 24 <= len(key) <= 64
     assert "basicAuth" not in reg
     row = await db.fetchrow("SELECT * FROM registrations WHERE id = $1::uuid", reg["id"])
-    assert row["secret"] == reg["secret"]
+    assert (await stored_secrets(db, reg["id"]))["secret"] == reg["secret"]
     assert str(row["partner_id"]) == world.partner_id
     other = await (await create(world)).json()
     assert other["secret"] != reg["secret"]
@@ -255,9 +255,7 @@ async def test_list_get_and_secrets_never_shown_again(world, db):
     }
     body = str(listed) + str(got)
     assert first["secret"] not in body and "user:pw" not in body
-    stored = await db.fetchval(
-        "SELECT basic_auth FROM registrations WHERE id = $1::uuid", got["id"]
-    )
+    stored = (await stored_secrets(db, got["id"]))["basic_auth"]
     assert base64.b64decode(stored) == b"user:pw"
 
 
@@ -281,14 +279,14 @@ async def test_patch_updates_fields_and_hides_secrets(world, db):
     assert updated["description"] == "new"
     assert updated["status"] == "Active"
     assert "secret" not in updated and "basicAuth" not in updated
-    row = await db.fetchrow("SELECT * FROM registrations WHERE id = $1::uuid", reg["id"])
+    row = await stored_secrets(db, reg["id"])
     assert base64.b64decode(row["basic_auth"]) == b"u:p"
     assert row["secret"] == reg["secret"]  # PATCH never changes the secret
     # a partial PATCH changes only what it names; basicAuth null removes the credentials
     resp = await world.client.patch(url, json={"basicAuth": None}, headers=world.partner)
     assert resp.status == 200
     assert (await resp.json())["description"] == "new"
-    assert await db.fetchval("SELECT basic_auth FROM registrations") is None
+    assert await db.fetchval("SELECT basic_auth_sealed FROM registrations") is None
     resp = await world.client.patch(url, json={"description": ""}, headers=world.partner)
     assert (await resp.json())["description"] == ""
 
@@ -377,7 +375,7 @@ async def test_another_partners_registration_does_not_exist_for_me(client, recei
     row = await db.fetchrow("SELECT * FROM registrations")
     assert row["status"] == "Active"
     assert row["description"] == "mine"
-    assert row["secret"] == reg["secret"]
+    assert (await stored_secrets(db, row["id"]))["secret"] == reg["secret"]
     assert await db.fetchval("SELECT count(*) FROM events") == 0
     assert receiver.received == []
     # the owner still sees it

@@ -15,7 +15,7 @@ from typing import Any
 
 from broker.store.db import create_pool
 from broker.store.store import Store, WindowRules
-from tests.conftest import bearer, make_world, wait_until
+from tests.conftest import TEST_KEYS, bearer, make_world, wait_until
 
 R = "core/v1/dda/accounts/"
 
@@ -306,7 +306,7 @@ async def test_two_stores_racing_close_each_window_exactly_once(make_client, db_
     await asyncio.sleep(0.4)  # every group is now due (quiet), some several times over (full)
     pools = [await create_pool(db_url, size=4) for _ in range(2)]
     try:
-        stores = [Store(pool) for pool in pools]
+        stores = [Store(pool, keys=TEST_KEYS) for pool in pools]
 
         async def hammer(store: Store) -> int:
             created = 0
