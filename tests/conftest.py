@@ -26,8 +26,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from broker.api.app import create_app
 from broker.config import Settings
-from broker.runtime import Runtime, running
 from broker.crypto import KeyRing
+from broker.runtime import Runtime, running
 from broker.store.db import embedded_database_url, migrate
 
 ADMIN_TOKEN = "test-admin-token-0123456789"

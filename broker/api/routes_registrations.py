@@ -33,6 +33,7 @@ from broker.api.schema import (
 from broker.api.schema import Registration as RegistrationOut
 from broker.api.serialize import json_response
 from broker.api.validation import check, exact_names, read_body, read_model
+from broker.crypto import UnreadableSecret
 from broker.domain.errors import FieldError
 from broker.domain.ids import parse_uuid, utcnow, uuid7
 from broker.domain.models import Attempt, Registration
@@ -318,7 +319,18 @@ async def test_registration(request: web.Request) -> web.Response:
     )
     # The registration's own timeout, signature scheme and headers, as a real delivery gets.
     policy = resolve(reg.policy, policy_defaults(settings))
-    target = await request.app[STORE].delivery_target(reg.id)
+    try:
+        target = await request.app[STORE].delivery_target(reg.id)
+    except UnreadableSecret as exc:
+        # Stored data the key ring cannot open (tampered with, or a wrong key): send nothing,
+        # rather than anything unsigned. A server-side fault, so 500, with the reason logged.
+        log.error("test delivery refused: %s", exc)
+        raise Problem(
+            500,
+            "Internal Server Error",
+            "this registration's stored secret cannot be opened with the configured keys; "
+            "nothing was sent",
+        ) from None
     if target is None:  # gone between the two reads
         raise not_found("registration")
     outcome = await send(
