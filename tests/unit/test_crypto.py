@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import uuid
 
 import pytest
@@ -12,6 +11,8 @@ from broker.config import ConfigError, Settings
 from broker.crypto import KeyRing, UnreadableSecret, new_key_text, parse_keys
 
 ROW = uuid.uuid4()
+# Fixed keys for parameters: pytest-xdist needs every worker to collect the same test ids.
+KEY_A = base64.b64encode(bytes(range(32))).decode()
 
 
 def ring(*texts: str) -> KeyRing:
@@ -56,10 +57,10 @@ def test_first_key_seals_all_keys_open_and_a_missing_key_is_named():
     ("raw", "message"),
     [
         ("not base64!", "key 1 is not valid base64"),
-        (base64.b64encode(os.urandom(16)).decode(), "key 1 decodes to 16 bytes"),
-        (new_key_text() + ",", "key 2"),
-        ("," + new_key_text(), "key 1"),
-        (base64.b64encode(os.urandom(33)).decode(), "33 bytes"),
+        (base64.b64encode(bytes(16)).decode(), "key 1 decodes to 16 bytes"),
+        (KEY_A + ",", "key 2"),
+        ("," + KEY_A, "key 1"),
+        (base64.b64encode(bytes(33)).decode(), "33 bytes"),
         ("A" * 10_000, "key 1"),
         ("\x00", "key 1"),
     ],
