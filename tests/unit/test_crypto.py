@@ -83,4 +83,4 @@ def test_a_key_listed_twice_is_refused_and_keys_never_show_in_repr():
     assert len(settings.encryption_keys) == 2
     assert key not in repr(settings) and repr(base64.b64decode(key)) not in repr(settings)
     with pytest.raises(ConfigError, match="32 bytes"):
-        Settings(encryption_keys=(b"short",)).validate()
+        Settings().replace(encryption_keys=(b"short",))
