@@ -150,8 +150,8 @@ async def test_0004_upgrades_windows_and_history_in_place(conn, tmp_path: Path):
     partner, reg = uuid.uuid4(), uuid.uuid4()
     await conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
     await conn.execute(
-        "INSERT INTO registrations (id, partner_id, url, event_types, secret)"
-        " VALUES ($1, $2, 'https://example.com/h', '{*}', 'enc')",
+        "INSERT INTO registrations (id, partner_id, url, event_types, secret_sealed)"
+        " VALUES ($1, $2, 'https://example.com/h', '{*}', 'enc'::bytea)",
         reg,
         partner,
     )
