@@ -108,8 +108,13 @@ class Settings(BaseSettings):
 
     ingest_max_events: Annotated[int, Field(ge=1, le=1_000_000)] = 10000
     ingest_max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
-    # Per producer key, requests per second (token bucket, burst = 2 s worth). 0 disables.
+    # Per producer key, requests per second (token bucket, burst = 2 s worth), shared by every
+    # API process. 0 disables.
     ingest_rate_limit: Seconds = 0.0
+    # POST .../test per partner, over all its registrations (each registration has the
+    # contract's 1 per second, burst 5): a rate per second and a burst. Rate 0 disables.
+    test_delivery_partner_rate: Seconds = 1.0
+    test_delivery_partner_burst: Annotated[int, Field(ge=1, le=10_000)] = 20
 
     # Delivery worker sizing.
     delivery_concurrency: Annotated[int, Field(ge=1)] = 256

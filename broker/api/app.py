@@ -47,7 +47,6 @@ def create_app(runtime: Runtime) -> web.Application:
     app[STORE] = runtime.store
     app[HTTP_SESSION] = runtime.session
     app[ADMIN_TOKEN_HASH] = runtime.admin_token_hash
-    app[routes_ingest.RATE_LIMITS] = {}
     app[routes_service.OPENAPI_BODY] = routes_service.openapi_body(settings)
     if runtime.serves_api:
         assert runtime.ingest is not None

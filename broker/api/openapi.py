@@ -553,13 +553,17 @@ def _partner_paths() -> dict[str, Any]:
             "post": _operation(
                 operation_id="testRegistration",
                 summary="Send one synchronous test.event delivery",
-                description="The attempt is recorded; no status changes.",
+                description=(
+                    "The attempt is recorded; no status changes. At most 1 per second per "
+                    "registration (burst 5) and BROKER_TEST_DELIVERY_PARTNER_RATE per partner: "
+                    "429 with Retry-After beyond."
+                ),
                 tag="registrations",
                 auth=PARTNER,
                 parameters=[reg_id],
                 body=_ref("EmptyRequest"),
                 body_required=False,
-                problems=(404, 409),
+                problems=(404, 409, 429),
                 ok={"200": _response("The outcome of the attempt.", _ref("TestResult"))},
             ),
         },

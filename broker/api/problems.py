@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -85,6 +86,18 @@ def forbidden(detail: str) -> Problem:
 
 def not_found(what: str = "resource") -> Problem:
     return Problem(404, "Not Found", f"no such {what}")
+
+
+def too_many_requests(detail: str, wait_seconds: float) -> Problem:
+    """429 naming the limit, with ``Retry-After`` in whole seconds (rounded up, at least 1)."""
+    seconds = max(1, math.ceil(wait_seconds))
+    return Problem(
+        429,
+        "Too Many Requests",
+        detail,
+        headers={"Retry-After": str(seconds)},
+        slug="rate-limited",
+    )
 
 
 def invalid(errors: list[FieldError]) -> Problem:

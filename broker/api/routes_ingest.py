@@ -7,73 +7,42 @@ group-commit batcher, so 202 means the rows are committed.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Sequence
 
 from aiohttp import web
 
 from broker.api.appkeys import INGEST, PRINCIPAL, SETTINGS, STORE
-from broker.api.problems import Problem, invalid
+from broker.api.problems import invalid, too_many_requests
 from broker.api.schema import IDEMPOTENCY_KEY_MAX_LENGTH, RESOURCE_EVENT_BATCH
 from broker.api.serialize import json_response
 from broker.api.validation import Reference, check, read_body, references, resource_events
 from broker.domain.errors import FieldError
 from broker.domain.models import ResourceEvent
+from broker.store.limits import Bucket
 from broker.store.store import IngestRequest
 
 routes = web.RouteTableDef()
 
 
-class TokenBucket:
-    """Per-producer request rate limit; burst of two seconds' worth."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate * 2)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-
-    def take(self) -> float:
-        """0 when allowed, else the seconds to wait."""
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
-
-
-# One bucket per producer key, kept in the application (not the module) so that two apps in
-# one process, as in tests, never share a budget.
-RATE_LIMITS = web.AppKey("rate_limits", dict[uuid.UUID | None, TokenBucket])
-
-
-def _rate_limit(request: web.Request) -> None:
+async def _rate_limit(request: web.Request) -> None:
+    """The producer key's token bucket (burst: two seconds' worth), shared by every API process
+    through the store, so that N processes do not allow N times the rate."""
     rate = request.app[SETTINGS].ingest_rate_limit
     if not rate:
         return
-    buckets = request.app[RATE_LIMITS]
-    key = request[PRINCIPAL].key_id
-    bucket = buckets.get(key)
-    if bucket is None:
-        bucket = buckets[key] = TokenBucket(rate)
-    wait = bucket.take()
-    if wait:
-        seconds = max(1, int(wait + 0.999))
-        raise Problem(
-            429,
-            "Too Many Requests",
-            f"this producer key is limited to {rate:g} requests per second",
-            headers={"Retry-After": str(seconds)},
+    bucket = Bucket(key=f"ingest:{request[PRINCIPAL].key_id}", rate=rate, burst=max(1.0, rate * 2))
+    for _, wait in await request.app[STORE].take_tokens([bucket]):
+        raise too_many_requests(
+            f"this producer key is limited to {rate:g} requests per second "
+            "(BROKER_INGEST_RATE_LIMIT)",
+            wait,
         )
 
 
 @routes.post("/internal/v1/resource-events")
 async def ingest(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    _rate_limit(request)
+    await _rate_limit(request)
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is not None and not (
         1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH and idempotency_key.isprintable()

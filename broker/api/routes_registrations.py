@@ -16,7 +16,7 @@ from broker.api.auth import partner_id_of
 from broker.api.paging import PAGE_PARAMS as _PAGE_PARAMS
 from broker.api.paging import page_cursor, page_limit, page_of, query_errors
 from broker.api.policy_body import check_secret, merged_policy, names_policy
-from broker.api.problems import Problem, invalid, not_found
+from broker.api.problems import Problem, invalid, not_found, too_many_requests
 from broker.api.schema import (
     EmptyRequest,
     PauseRequest,
@@ -43,6 +43,7 @@ from broker.domain.signing import generate_secret
 from broker.domain.states import Status, Trigger
 from broker.http.addresses import UrlRefused, validate_callback_url
 from broker.http.sender import send
+from broker.store.limits import Bucket
 from broker.store.registrations import StaleRegistration
 
 routes = web.RouteTableDef()
@@ -300,12 +301,50 @@ async def rotate_secret(request: web.Request) -> web.Response:
     return json_response(RotateResult(secret=secret))
 
 
+# The contract's quota: test deliveries at most 1 per second per registration, burst 5.
+TEST_RATE_PER_REGISTRATION = 1.0
+TEST_BURST_PER_REGISTRATION = 5
+
+
+async def _limit_test_deliveries(request: web.Request, reg: Registration) -> None:
+    """Each /test is a synchronous outbound POST: limited per registration (the contract) and
+    per partner (BROKER_TEST_DELIVERY_PARTNER_RATE), so that many registrations cannot make the
+    broker an amplifier. Both buckets are taken together or not at all, in PostgreSQL, so the
+    limits hold across API processes."""
+    settings = request.app[SETTINGS]
+    buckets = [
+        Bucket(
+            key=f"test:registration:{reg.id}",
+            rate=TEST_RATE_PER_REGISTRATION,
+            burst=TEST_BURST_PER_REGISTRATION,
+            name="test deliveries are limited to 1 per second per registration (burst 5)",
+        )
+    ]
+    if settings.test_delivery_partner_rate:
+        buckets.append(
+            Bucket(
+                key=f"test:partner:{reg.partner_id}",
+                rate=settings.test_delivery_partner_rate,
+                burst=settings.test_delivery_partner_burst,
+                name=(
+                    f"test deliveries are limited to {settings.test_delivery_partner_rate:g} "
+                    f"per second per partner (burst {settings.test_delivery_partner_burst})"
+                ),
+            )
+        )
+    refused = await request.app[STORE].take_tokens(buckets)
+    if refused:
+        bucket, wait = max(refused, key=lambda r: r[1])
+        raise too_many_requests(bucket.name, wait)
+
+
 @routes.post("/webhooks/v1/registrations/{id}/test")
 async def test_registration(request: web.Request) -> web.Response:
     """One synchronous, signed ``test.event`` delivery; recorded, changing no status."""
     await read_model(request, _EMPTY, optional=True)
     reg = await _get_usable(request, "test")
     settings = request.app[SETTINGS]
+    await _limit_test_deliveries(request, reg)
     event_id = uuid7()
     attempted_at = utcnow()
     body = event_body(

@@ -8,6 +8,7 @@ per part of the flow, each in its own module, so that each file stays small and 
 - ``ingest``: group-committed resource events;  - ``windows``: closing windows into events;
 - ``delivery``: claims, leases and results;    - ``history``: the partner events API;
 - ``upkeep``: gauges and housekeeping;       - ``runtime``: admin token, leases, portal links.
+- ``limits``: shared rate-limit buckets.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from broker.store.catalog import CatalogQueries
 from broker.store.delivery import DeliveryQueries
 from broker.store.history import HistoryQueries
 from broker.store.ingest import IngestQueries
+from broker.store.limits import LimitQueries
 from broker.store.records import (
     ClaimedDelivery,
     DeliveryResult,
@@ -42,6 +44,7 @@ class Store(
     HistoryQueries,
     UpkeepQueries,
     RuntimeQueries,
+    LimitQueries,
 ):
     """Every query broker runs, on one pool."""
 

@@ -23,5 +23,6 @@ ALTER TABLE registrations ALTER COLUMN secret_sealed SET NOT NULL;
 CREATE UNLOGGED TABLE rate_buckets (
     key         text PRIMARY KEY,
     tokens      double precision NOT NULL,
+    took        boolean NOT NULL,  -- whether the latest request got a token
     updated_at  timestamptz NOT NULL
 );

@@ -23,9 +23,13 @@ JSON = {"Content-Type": "application/json"}
 
 
 async def snapshot(db: asyncpg.Connection) -> dict[str, int]:
-    """Row counts of every table broker owns: "nothing stored" means none of them changed."""
+    """Row counts of every table broker owns: "nothing stored" means none of them changed.
+
+    Except the rate-limit buckets: a refused request still counts against its limit (that is
+    how floods of garbage are stopped), and a bucket holds no data."""
     tables = await db.fetch(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        " AND tablename <> 'rate_buckets' ORDER BY tablename"
     )
     return {
         t["tablename"]: await db.fetchval(f'SELECT count(*) FROM "{t["tablename"]}"')
