@@ -18,7 +18,7 @@ from aiohttp import web
 from broker.domain.states import Trigger
 from broker.store.db import create_pool
 from broker.store.store import ClaimedDelivery, DeliveryResult, Store, WindowRules
-from tests.conftest import World, make_world, wait_until
+from tests.conftest import TEST_KEYS, World, make_world, wait_until
 
 R = "core/v1/dda/accounts/"
 RULES = WindowRules(min_seconds=0.2, max_seconds=1, max_resources=1000)
@@ -26,7 +26,7 @@ RULES = WindowRules(min_seconds=0.2, max_seconds=1, max_resources=1000)
 
 async def _store(db_url: str) -> tuple[asyncpg.Pool, Store]:
     pool = await create_pool(db_url, size=3)
-    return pool, Store(pool)
+    return pool, Store(pool, keys=TEST_KEYS)
 
 
 async def _queued(store: Store, world: World, resources: list[str]) -> None:
@@ -171,7 +171,7 @@ async def test_the_per_registration_cap_holds_across_concurrent_claimers(
     await world.register(receiver.url)
     pools = [await create_pool(db_url, size=2) for _ in range(4)]
     try:
-        stores = [Store(p) for p in pools]
+        stores = [Store(p, keys=TEST_KEYS) for p in pools]
         for i in range(6):  # six windows: six event objects for the one registration
             await _queued(stores[0], world, [R + str(i)])
         results = await asyncio.gather(
@@ -297,7 +297,7 @@ async def test_flushes_of_the_same_registrations_in_opposite_orders_never_deadlo
     regs = [await world.register(receiver.url + f"/{i}") for i in range(4)]
     pools = [await create_pool(db_url, size=2) for _ in range(2)]
     try:
-        a, b = (Store(p) for p in pools)
+        a, b = (Store(p, keys=TEST_KEYS) for p in pools)
         for round_ in range(5):
             await _queued(a, world, [R + f"{round_}-{i}" for i in range(2)])
             claimed = await a.claim_deliveries(

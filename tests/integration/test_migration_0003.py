@@ -68,12 +68,23 @@ async def seed_plaintext(conn: asyncpg.Connection, url: str) -> dict[str, dict[s
             values["previous_secret"],
             values["basic_auth"],
         )
+        event_id = uuid.uuid4()
         await conn.execute(
             "INSERT INTO events (id, partner_id, registration_id, event_name, resources)"
             " VALUES ($1, $2, $3, 'Core.Account.Opened', '{r/1}')",
-            uuid.uuid4(),
+            event_id,
             partner,
             rid,
+        )
+        # queued for delivery, as the previous release's window close leaves it (0002)
+        await conn.execute(
+            "INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at)"
+            " VALUES ($1, $2, now(), now())",
+            event_id,
+            rid,
+        )
+        await conn.execute(
+            "INSERT INTO delivery_ready (registration_id, next_due_at) VALUES ($1, now())", rid
         )
     return rows
 
