@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-fast test-fault lint bench bench-quick bench-history clean browsers
+.PHONY: install serve test test-fast test-fault lint bench bench-quick bench-history soak clean browsers
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench-quick: $(STAMP)
 # /metrics over a big queue. Not in CI. Sizes: --set history_events=10000000 etc.
 bench-history: $(STAMP)
 	$(BIN)/python -m bench.run --only history_filters,window_drain,metrics_scrape $(BENCH_ARGS)
+
+# Not in CI: 10 minutes of mixed load with a worker SIGKILLed every minute (bench/soak.py).
+# SOAK_ARGS="--minutes 2" for a shorter run.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest-pg .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -111,8 +111,10 @@ class Settings(BaseSettings):
     # Per producer key, requests per second (token bucket, burst = 2 s worth), shared by every
     # API process. 0 disables.
     ingest_rate_limit: Seconds = 0.0
-    # POST .../test per partner, over all its registrations (each registration has the
-    # contract's 1 per second, burst 5): a rate per second and a burst. Rate 0 disables.
+    # POST .../test per registration (the contract: 1 per second, burst 5) and per partner over
+    # all its registrations: a rate per second and a burst. A partner rate of 0 disables that one.
+    test_delivery_registration_rate: Positive = 1.0
+    test_delivery_registration_burst: Annotated[int, Field(ge=1, le=10_000)] = 5
     test_delivery_partner_rate: Seconds = 1.0
     test_delivery_partner_burst: Annotated[int, Field(ge=1, le=10_000)] = 20
 

@@ -301,23 +301,21 @@ async def rotate_secret(request: web.Request) -> web.Response:
     return json_response(RotateResult(secret=secret))
 
 
-# The contract's quota: test deliveries at most 1 per second per registration, burst 5.
-TEST_RATE_PER_REGISTRATION = 1.0
-TEST_BURST_PER_REGISTRATION = 5
-
-
 async def _limit_test_deliveries(request: web.Request, reg: Registration) -> None:
-    """Each /test is a synchronous outbound POST: limited per registration (the contract) and
-    per partner (BROKER_TEST_DELIVERY_PARTNER_RATE), so that many registrations cannot make the
-    broker an amplifier. Both buckets are taken together or not at all, in PostgreSQL, so the
+    """Each /test is a synchronous outbound POST: limited per registration (the contract's 1 per
+    second, burst 5, by default) and per partner (BROKER_TEST_DELIVERY_PARTNER_RATE), so that
+    many registrations cannot make the broker an amplifier. Both buckets are taken together or not at all, in PostgreSQL, so the
     limits hold across API processes."""
     settings = request.app[SETTINGS]
     buckets = [
         Bucket(
             key=f"test:registration:{reg.id}",
-            rate=TEST_RATE_PER_REGISTRATION,
-            burst=TEST_BURST_PER_REGISTRATION,
-            name="test deliveries are limited to 1 per second per registration (burst 5)",
+            rate=settings.test_delivery_registration_rate,
+            burst=settings.test_delivery_registration_burst,
+            name=(
+                f"test deliveries are limited to {settings.test_delivery_registration_rate:g} "
+                f"per second per registration (burst {settings.test_delivery_registration_burst})"
+            ),
         )
     ]
     if settings.test_delivery_partner_rate:

@@ -249,7 +249,8 @@ async def test_registrations_are_managed_from_the_page(make_client, open_portal,
 
 
 async def test_event_history_filters_and_pages(make_client, open_portal, receiver):
-    client = await make_client()
+    # 53 test deliveries at once: above the default quotas (1/s, burst 5; partner burst 20).
+    client = await make_client(test_delivery_registration_burst=60, test_delivery_partner_burst=60)
     world = await make_world(client)
     reg = await world.register(receiver.url)
     # 52 recorded test deliveries: more than one page (50) of history.
