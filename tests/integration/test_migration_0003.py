@@ -12,13 +12,17 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from standardwebhooks import Webhook
 
-from broker.api.app import create_app
 from broker.store.db import MIGRATIONS_DIR, is_migrated, load_migrations, migrate
 from broker.store.migration_steps import MigrationNeedsKeys
-from tests.conftest import TEST_KEYS, make_settings, scratch_database, stored_secrets
+from tests.conftest import (
+    TEST_KEYS,
+    make_settings,
+    scratch_database,
+    serving_runtime,
+    stored_secrets,
+)
 
 THIS = "0003"
 BASIC = base64.b64encode(b"user:pass").decode()
@@ -111,12 +115,8 @@ async def test_0003_seals_existing_secrets_in_place(old_db, receiver):
     finally:
         await conn.close()
     # The broker then delivers the queued events, signed with the secrets receivers hold.
-    client = TestClient(TestServer(create_app(make_settings(), url=old_db, workers=True)))
-    await client.start_server()
-    try:
+    async with serving_runtime(make_settings(), old_db, role="all"):
         deliveries = await receiver.wait_for(2)
-    finally:
-        await client.close()
     by_path = {d.json()["registrationId"]: d for d in deliveries}
     plain = by_path[str(rows["plain"]["id"])]
     Webhook(str(rows["plain"]["secret"])).verify(plain.body, plain.headers)

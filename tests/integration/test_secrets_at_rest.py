@@ -24,8 +24,8 @@ import asyncpg
 import pytest
 from standardwebhooks import Webhook
 
-from broker.api.app import create_app
 from broker.crypto import KEY_FILE_NAME, KeyConfigError, KeyRing, UnreadableSecret, new_key_text
+from broker.runtime import running
 from broker.store.db import create_pool
 from broker.store.store import Store
 from tests.acceptance.test_cli import free_port
@@ -234,14 +234,11 @@ async def test_a_wrong_key_stops_serve_at_start_up_with_a_clear_message(make_cli
     assert TEST_KEYS.primary_id.hex() in out  # names the key id that is missing
     assert "listening on" not in out
     assert OTHER_KEY not in out and TEST_ENCRYPTION_KEY not in out  # never echoes a key
-    # In process too: the app does not start.
-    app = create_app(make_settings(encryption_keys=(base64.b64decode(OTHER_KEY),)), url=db_url)
-    from aiohttp.test_utils import TestServer
-
-    server = TestServer(app)
+    # In process too: the runtime does not start.
+    wrong = make_settings(encryption_keys=(base64.b64decode(OTHER_KEY),))
     with pytest.raises(KeyConfigError, match="cannot open"):
-        await server.start_server()
-    await server.close()
+        async with running(wrong, url=db_url, role="all"):
+            pass
 
 
 async def test_rotation_then_reencrypt_moves_every_secret_to_the_new_key(
