@@ -42,8 +42,9 @@ async def test_0007_keeps_registrations_and_defaults_every_policy_field(conn, tm
     partner, reg, event = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
     await conn.execute(
-        """INSERT INTO registrations (id, partner_id, url, event_types, secret, failure_count)
-           VALUES ($1, $2, 'https://example.com/hook', '{Core.*}', 'whsec_x', 3)""",
+        """INSERT INTO registrations (id, partner_id, url, event_types, secret_sealed,
+                                      failure_count)
+           VALUES ($1, $2, 'https://example.com/hook', '{Core.*}', 'whsec_x'::bytea, 3)""",
         reg,
         partner,
     )
@@ -102,8 +103,8 @@ async def test_0007_constraints_refuse_values_outside_the_contract(conn, assignm
     partner, reg = uuid.uuid4(), uuid.uuid4()
     await conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
     await conn.execute(
-        """INSERT INTO registrations (id, partner_id, url, event_types, secret)
-           VALUES ($1, $2, 'https://example.com/hook', '{*}', 'whsec_x')""",
+        """INSERT INTO registrations (id, partner_id, url, event_types, secret_sealed)
+           VALUES ($1, $2, 'https://example.com/hook', '{*}', 'whsec_x'::bytea)""",
         reg,
         partner,
     )
