@@ -17,6 +17,7 @@ share, as a partner's endpoint would.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -43,6 +44,7 @@ class State:
         self.arrivals: list[tuple[str, float]] = []
         self.ids: set[str] = set()
         self.duplicates = 0
+        self.hung = 0
         # Per hook name (parse mode): arrival times and arrivals older than one already seen
         # (by createdAt, then id), for the FIFO and rate-limit phases.
         self.by_name: dict[str, NameStats] = {}
@@ -128,6 +130,7 @@ def make_app(state: State) -> web.Application:
                 "verified": state.verified,
                 "bad_signatures": state.bad_signatures,
                 "duplicates": state.duplicates,
+                "hung": state.hung,
             }
         )
 
@@ -151,8 +154,21 @@ def make_app(state: State) -> web.Application:
     async def arrivals(request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(state.arrivals), content_type="application/json")
 
+    async def hang(request: web.Request) -> web.Response:
+        # An endpoint that never answers (noisy_neighbour): the broker's timeout ends it.
+        state.hung += 1
+        await asyncio.sleep(3600)
+        return web.Response(text="too late")
+
+    async def hold(request: web.Request) -> web.Response:
+        # A receiver that takes 50 ms per request (workers_scaling).
+        await asyncio.sleep(0.05)
+        return await hook(request)
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/hook/{name}", hook)
+    app.router.add_post("/hang/{name}", hang)
+    app.router.add_post("/hold/{name}", hold)
     app.router.add_post("/_config", config)
     app.router.add_post("/_reset", reset)
     app.router.add_get("/_stats", stats)

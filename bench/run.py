@@ -43,6 +43,11 @@ import orjson
 
 from bench import policies
 from bench.httpclient import HttpConnection, build_request, percentile
+from bench.isolation import (
+    phase_idle_registrations,
+    phase_noisy_neighbour,
+    phase_workers_scaling,
+)
 from bench.procs import (
     ROOT,
     CpuMeter,
@@ -67,7 +72,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "ingest_batch_resources_per_s": (">=", 100_000),
     "ingest_single_requests_per_s": (">=", 3000),
     "delivery_per_s": (">=", 5000),
-    "delivery_to_ceiling": (">=", 0.40),
+    "delivery_to_ceiling": (">=", 0.75),
+    "delivery_pg_cpu_us": ("<=", 60),
+    "delivery_worker_cpu_to_client": ("<=", 1.3),
     "close_to_receipt_p99_ms": ("<=", 500),
     "events_list_p99_ms": ("<=", 20),
     "backlog_rss_mb": ("<=", 300),
@@ -78,6 +85,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "window_drain_resources_per_s": (">=", 50_000),
     "window_drain_other_ingest_p99_ms": ("<=", 100),
     "metrics_scrape_p99_ms": ("<=", 10),
+    "noisy_neighbour_p99_delta_s": ("<=", 0.5),
+    "idle_registrations_ratio": (">=", 0.9),
+    "workers_scaling_3_to_1": (">=", 2.5),
 }
 PHASES = (
     "ingest_batch",
@@ -86,10 +96,13 @@ PHASES = (
     "close_to_receipt",
     "end_to_end",
     "events_list",
+    "noisy_neighbour",
     "delivery",
     "delivery_ceiling",
     "fifo_delivery",
     "rate_limited",
+    "idle_registrations",
+    "workers_scaling",
 )
 # make bench-history: apart from make bench, because history_filters loads a large table.
 # --tiny runs them too (at tiny sizes), so CI checks that they work.
@@ -101,11 +114,16 @@ RESULT_KEYS = (
     "delivery_per_s",
     "delivery_ceiling_per_s",
     "delivery_to_ceiling",
+    "delivery_pg_cpu_us",
+    "delivery_worker_cpu_to_client",
     "end_to_end_resources_per_s",
     "close_to_receipt_p99_ms",
     "events_list_p99_ms",
     "backlog_rss_mb",
     *policies.RESULT_KEYS,
+    "noisy_neighbour_p99_delta_s",
+    "idle_registrations_ratio",
+    "workers_scaling_3_to_1",
 )
 HISTORY_KEYS = (
     "history_filters_p99_ms",
@@ -144,6 +162,14 @@ class Sizes:
     drain_clients: int = 4
     scrape_pending: int = 1_000_000
     scrape_requests: int = 200
+    # delivery isolation phases (bench/isolation.py)
+    noisy_seconds: float = 40
+    noisy_timeout_s: float = 15
+    noisy_slow_registrations: int = 100
+    idle_registrations: int = 100_000
+    idle_events: int = 20_000
+    scaling_idle_registrations: int = 20_000
+    scaling_events: int = 10_000
 
 
 FULL = Sizes(
@@ -162,6 +188,13 @@ FULL = Sizes(
     delivery_registrations=32,
     delivery_max_seconds=120,
     list_requests=200,
+    noisy_seconds=40,
+    noisy_timeout_s=15,
+    noisy_slow_registrations=100,
+    idle_registrations=100_000,
+    idle_events=20_000,
+    scaling_idle_registrations=20_000,
+    scaling_events=10_000,
 )
 QUICK = Sizes(
     mode="quick",
@@ -184,6 +217,13 @@ QUICK = Sizes(
     drain_resources=100_000,
     scrape_pending=200_000,
     scrape_requests=200,
+    noisy_seconds=20,
+    noisy_timeout_s=15,
+    noisy_slow_registrations=100,
+    idle_registrations=20_000,
+    idle_events=10_000,
+    scaling_idle_registrations=20_000,
+    scaling_events=5_000,
 )
 TINY = Sizes(
     mode="tiny",
@@ -209,6 +249,13 @@ TINY = Sizes(
     drain_clients=2,
     scrape_pending=5_000,
     scrape_requests=20,
+    noisy_seconds=2,
+    noisy_timeout_s=1,
+    noisy_slow_registrations=10,
+    idle_registrations=500,
+    idle_events=300,
+    scaling_idle_registrations=500,
+    scaling_events=300,
 )
 
 
@@ -260,6 +307,7 @@ class Bench:
         # Items each phase handled (resource events, requests, deliveries): CPU per item.
         self.phase_items: dict[str, int] = {}
         self.keep = False
+        self.event_serial = 0  # keeps event ids of successive insert_events calls apart
 
     # ------------------------------------------------------------------ plumbing
 
@@ -284,9 +332,9 @@ class Bench:
         self.procs.append(proc)
         return proc
 
-    async def start_broker(self, role: str, name: str) -> tuple[Proc, int]:
+    async def start_broker(self, role: str, name: str, **env: str) -> tuple[Proc, int]:
         port = free_port()
-        proc = self.spawn(name, [*broker_command(), "serve", "--role", role], self.env(port))
+        proc = self.spawn(name, [*broker_command(), "serve", "--role", role], self.env(port, **env))
         await wait_http(proc, port, "/readyz")
         return proc, port
 
@@ -792,7 +840,8 @@ class Bench:
             "INSERT INTO delivery_ready (registration_id, next_due_at)"
             " SELECT id, CASE WHEN status IN ('Active', 'Restarting') THEN now()"
             " ELSE 'infinity' END FROM registrations WHERE id = ANY($1::uuid[])"
-            " ON CONFLICT (registration_id) DO NOTHING",
+            " ON CONFLICT (registration_id) DO UPDATE"
+            " SET next_due_at = least(delivery_ready.next_due_at, excluded.next_due_at)",
             registrations,
         )
 
@@ -1378,6 +1427,7 @@ class Bench:
         phases: dict[str, float] = {}
         cpu: dict[str, dict[str, float]] = {}
         per_item: dict[str, dict[str, float]] = {}
+        used: dict[str, dict[str, float]] = {}  # CPU seconds per component and phase, unrounded
 
         def want(name: str) -> bool:
             return only is None or name in only
@@ -1392,7 +1442,9 @@ class Bench:
                 await self.meter.sample()
                 wall = time.perf_counter() - started
                 phases[name] = round(wall, 1)
-                cpu[name] = cpu_delta(before, self.meter.snapshot(), wall)
+                after = self.meter.snapshot()
+                cpu[name] = cpu_delta(before, after, wall)
+                used[name] = {k: v - before.get(k, 0.0) for k, v in after.items()}
                 items = self.phase_items.get(name)
                 if items:
                     per_item[name] = {
@@ -1423,7 +1475,16 @@ class Bench:
                 self.worker.stop()
                 self.worker = None
                 await self.reset_ingest_tables()
-            if want("events_list") or want("delivery") or want("delivery_ceiling"):
+            if want("noisy_neighbour"):
+                await timed("noisy_neighbour", lambda: phase_noisy_neighbour(self))
+                await self.reset_ingest_tables()
+            if (
+                want("events_list")
+                or want("delivery")
+                or want("delivery_ceiling")
+                or want("idle_registrations")
+                or want("workers_scaling")
+            ):
                 delivery_regs, secrets_by_name, base = await timed(
                     "history_insert", self.phase_history
                 )
@@ -1435,6 +1496,14 @@ class Bench:
                 if want("delivery_ceiling"):
                     await timed(
                         "delivery_ceiling", lambda: self.phase_delivery_ceiling(secrets_by_name)
+                    )
+                if want("idle_registrations"):
+                    await timed(
+                        "idle_registrations", lambda: phase_idle_registrations(self, delivery_regs)
+                    )
+                if want("workers_scaling"):
+                    await timed(
+                        "workers_scaling", lambda: phase_workers_scaling(self, delivery_regs)
                     )
             # Per-registration policies (bench/policies.py); event ids apart from the history's.
             if want("fifo_delivery"):
@@ -1456,6 +1525,22 @@ class Bench:
         finally:
             await self.meter.stop()
             await self.teardown()
+        # Delivery cost from cpu_us_per_item: PostgreSQL per delivery, and the worker's CPU per
+        # POST over the bare aiohttp client's (same receiver, same bodies).
+        sent, bare = used.get("delivery", {}), used.get("delivery_ceiling", {})
+        delivered, posted = (
+            self.phase_items.get("delivery"),
+            self.phase_items.get("delivery_ceiling"),
+        )
+        if delivered and "postgres" in sent:
+            self.results["delivery_pg_cpu_us"] = round(sent["postgres"] * 1e6 / delivered, 1)
+        client_cpu = max(
+            bare.get("ceiling", 0.0), self.details.get("delivery_ceiling", {}).get("cpu_s", 0.0)
+        )
+        if delivered and posted and sent.get("worker-delivery") and client_cpu:
+            self.results["delivery_worker_cpu_to_client"] = round(
+                (sent["worker-delivery"] / delivered) / (client_cpu / posted), 2
+            )
         self.details["phase_seconds"] = phases
         self.details["cpu_cores_by_phase"] = cpu
         self.details["cpu_us_per_item"] = per_item

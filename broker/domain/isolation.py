@@ -8,8 +8,8 @@ how one batch of recorded results moves it.
   the registration's allowed attempts in flight, each success adds one, up to the configured
   per-registration cap. A new registration starts low, so an endpoint that turns out to be dead
   holds few slots before its first timeout is known.
-- Slow lane: a registration that failed recently (timeouts above all) is claimed only into a
-  bounded share of each worker's slots, so first attempts of healthy registrations always find
+- Slow lane: a registration that failed recently (timeouts above all), or has never been
+  delivered to successfully, is claimed only into a bounded share of each worker's slots, so first attempts of healthy registrations always find
   room (Hook0 reserves capacity for first attempts the same way).
 - Circuit breaker (closed / open / half-open, as in Convoy): after ``BREAKER_THRESHOLD``
   consecutive failures nothing is attempted for a cool-down that doubles on every failed probe

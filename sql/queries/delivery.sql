@@ -44,7 +44,10 @@ SELECT pg_notify('broker_events', '');
 -- The queue update touches only unindexed columns: a HOT update.
 WITH ready AS (
     SELECT d.registration_id, d.in_flight, d.breaker_state, d.breaker_next_probe_at,
-           coalesce(d.slow_until > now(), false) AS slow, d.next_due_at,
+           -- The slow lane: failed recently, or never delivered to yet (an endpoint that has
+           -- not proved itself cannot take the slots reserved for healthy ones).
+           (coalesce(d.slow_until > now(), false) OR r.last_success_at IS NULL) AS slow,
+           d.next_due_at,
            r.status, r.updated_at AS target_version,
            r.status IN ('Active', 'Restarting')
                AND NOT (d.breaker_state = 'open' AND d.breaker_next_probe_at > now())

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULT_KEYS = (
     "ingest_batch_resources_per_s",
@@ -21,6 +23,8 @@ RESULT_KEYS = (
     "delivery_per_s",
     "delivery_ceiling_per_s",
     "delivery_to_ceiling",
+    "delivery_pg_cpu_us",
+    "delivery_worker_cpu_to_client",
     "end_to_end_resources_per_s",
     "close_to_receipt_p99_ms",
     "events_list_p99_ms",
@@ -30,6 +34,9 @@ RESULT_KEYS = (
     "rate_limited_per_s",
     "rate_limited_error",
     "rate_limited_others_ratio",
+    "noisy_neighbour_p99_delta_s",
+    "idle_registrations_ratio",
+    "workers_scaling_3_to_1",
 )
 # make bench-history's phases: --tiny runs them too.
 HISTORY_KEYS = (
@@ -40,6 +47,7 @@ HISTORY_KEYS = (
 )
 
 
+@pytest.mark.timeout(300)
 def test_bench_runner_prints_every_result_as_json_on_its_last_line(
     tmp_path: Path, base_database_url: str
 ) -> None:
@@ -52,7 +60,7 @@ def test_bench_runner_prints_every_result_as_json_on_its_last_line(
         env=env,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=240,  # a busy machine: every phase starts its own broker processes
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     lines = run.stdout.strip().splitlines()
@@ -67,6 +75,8 @@ def test_bench_runner_prints_every_result_as_json_on_its_last_line(
     details = result["details"]
     assert details["end_to_end"]["delivered_resources"] == details["end_to_end"]["resources"]
     assert details["close_to_receipt"]["missing"] == 0
+    assert details["noisy_neighbour"]["with_slow"]["missing"] == 0
+    assert details["idle_registrations"]["with"]["complete"]
     for phase in ("close_to_receipt", "end_to_end", "delivery", "delivery_ceiling"):
         assert details[phase]["bad_signatures"] == 0, phase
     assert details["fifo_delivery"]["complete"]

@@ -1,0 +1,175 @@
+"""Isolation between registrations: endpoints that fail or hang hold a bounded share of the
+delivery slots, and a circuit breaker stops hammering them, visible in the API and /metrics,
+without ever changing a registration's status."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from broker.domain import isolation
+from tests.conftest import World, make_world, scrape_metrics, wait_until
+
+R = "core/v1/dda/accounts/"
+
+
+async def _registration(world: World, reg_id: str) -> dict[str, Any]:
+    resp = await world.client.get(f"/webhooks/v1/registrations/{reg_id}", headers=world.partner)
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def _attempts(world: World, event_id: str) -> list[dict[str, Any]]:
+    resp = await world.client.get(f"/webhooks/v1/events/{event_id}/attempts", headers=world.partner)
+    data: list[dict[str, Any]] = (await resp.json())["data"]
+    return data
+
+
+async def test_the_breaker_opens_probes_and_closes_without_touching_the_status(
+    make_client, receiver, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(isolation, "BREAKER_COOLDOWN", 1.5)
+    broken = {"on": True}
+
+    async def behaviour(_request: web.Request, _n: int) -> web.StreamResponse:
+        return web.Response(status=500 if broken["on"] else 200)
+
+    receiver.behaviour = behaviour
+    api = await make_client(workers=True, retry_schedule=(0.05,) * 20)
+    world = await make_world(api)
+    reg = await world.register(receiver.url)
+    fresh = await _registration(world, reg["id"])
+    assert fresh["breaker"] == {"state": "closed", "openedAt": None, "nextProbeAt": None}
+    await world.emit([R + "1"])
+
+    async def opened() -> bool:
+        return bool((await _registration(world, reg["id"]))["breaker"]["state"] == "open")
+
+    await wait_until(opened)
+    body = await _registration(world, reg["id"])
+    assert body["status"] == "Active"  # back-pressure, not a lifecycle step
+    assert body["breaker"]["openedAt"] and body["breaker"]["nextProbeAt"]
+    assert body["breaker"]["nextProbeAt"] > body["breaker"]["openedAt"]
+    assert len(receiver.received) == isolation.BREAKER_THRESHOLD
+    samples = await scrape_metrics(api)
+    assert samples['broker_delivery_breakers{state="open"}'] == 1
+    # Open: nothing is attempted during the cool-down.
+    await asyncio.sleep(1.0)
+    assert len(receiver.received) == isolation.BREAKER_THRESHOLD
+    # Fixed meanwhile: the half-open probe succeeds, the breaker closes, the event is delivered.
+    broken["on"] = False
+    event_id = receiver.received[0].json()["id"]
+
+    async def delivered() -> bool:
+        resp = await world.client.get(f"/webhooks/v1/events/{event_id}", headers=world.partner)
+        return bool((await resp.json())["status"] == "Success")
+
+    await wait_until(delivered)
+    body = await _registration(world, reg["id"])
+    assert body["breaker"]["state"] == "closed" and body["status"] == "Active"
+    assert len(await _attempts(world, event_id)) == isolation.BREAKER_THRESHOLD + 1
+
+
+async def test_a_failed_half_open_probe_opens_the_breaker_again_for_longer(
+    make_client, receiver, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(isolation, "BREAKER_COOLDOWN", 0.5)
+
+    async def behaviour(_request: web.Request, _n: int) -> web.StreamResponse:
+        return web.Response(status=503)
+
+    receiver.behaviour = behaviour
+    api = await make_client(workers=True, retry_schedule=(0.05,) * 20)
+    world = await make_world(api)
+    reg = await world.register(receiver.url)
+    await world.emit([R + "1"])
+    await receiver.wait_for(isolation.BREAKER_THRESHOLD + 1, timeout=10)  # the probe, failed
+
+    async def reopened() -> bool:
+        breaker = (await _registration(world, reg["id"]))["breaker"]
+        return bool(breaker["state"] == "open" and len(receiver.received) > 5)
+
+    await wait_until(reopened)
+    breaker = (await _registration(world, reg["id"]))["breaker"]
+    from broker.domain.ids import parse_time
+
+    opened, probe = parse_time(breaker["openedAt"]), parse_time(breaker["nextProbeAt"])
+    assert opened is not None and probe is not None
+    assert (probe - opened).total_seconds() == pytest.approx(1.0, abs=0.01)  # doubled
+    assert (await _registration(world, reg["id"]))["status"] == "Active"
+
+
+async def test_hanging_endpoints_hold_only_the_slow_lane_and_healthy_ones_flow(
+    make_client, receiver
+):
+    """Eight slots, so a slow lane of two. Six registrations whose endpoint hangs past the
+    timeout (never delivered to, then timing out): at most two of their requests are in flight
+    at any time, and the healthy registration's events keep arriving meanwhile."""
+    hanging_now = {"n": 0, "peak": 0}
+    timed_out: set[str] = set()
+    healthy_arrivals: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def behaviour(request: web.Request, _n: int) -> web.StreamResponse:
+        if request.path.startswith("/hang/"):
+            hanging_now["n"] += 1
+            hanging_now["peak"] = max(hanging_now["peak"], hanging_now["n"])
+            try:
+                await asyncio.sleep(1.2)
+            finally:
+                hanging_now["n"] -= 1
+                timed_out.add(request.path)
+            return web.Response(text="too late")
+        healthy_arrivals.append(loop.time())
+        return web.Response(text="ok")
+
+    receiver.behaviour = behaviour
+    api = await make_client(
+        workers=True,
+        delivery_concurrency=8,
+        delivery_timeout_seconds=1.0,
+        retry_schedule=(0.05,) * 4,
+        window_min_seconds=0.2,
+        window_max_seconds=0.5,
+    )
+    world = await make_world(api)
+    base = receiver.url.replace("/hook", "")
+    healthy_world = await make_world(api, event_types=("Core.Card.Issued",))
+    await healthy_world.register(f"{base}/ok")
+    # Delivered to once: a proven endpoint (one never delivered to starts in the slow lane).
+    await healthy_world.emit(["core/v1/cards/first"], event_name="Core.Card.Issued")
+    await wait_until(lambda: _true(len(healthy_arrivals) == 1))
+    await asyncio.sleep(0.3)  # its success is recorded
+    del healthy_arrivals[:]
+    for i in range(6):
+        await world.register(f"{base}/hang/{i}")
+    for i in range(3):
+        await world.emit([R + str(i)])
+        await asyncio.sleep(0.3)
+
+    async def all_timed_out() -> bool:
+        return len(timed_out) == 6
+
+    await wait_until(all_timed_out, timeout=10)
+    started = loop.time()
+    for i in range(6):
+        await healthy_world.emit([f"core/v1/cards/{i}"], event_name="Core.Card.Issued")
+        await asyncio.sleep(0.3)
+
+    async def healthy_done() -> bool:
+        return len(healthy_arrivals) >= 3
+
+    await wait_until(healthy_done, timeout=10)
+    # Each healthy window (0.2-0.5 s) arrived while the hanging ones were retried.
+    assert healthy_arrivals[0] - started < 1.5
+    await asyncio.sleep(1.5)
+    # Never delivered to, then failing: in the slow lane from their first attempt on.
+    assert hanging_now["peak"] <= 2
+
+
+async def _true(value: bool) -> bool:
+    return value
