@@ -323,10 +323,23 @@
 
   // ---------------------------------------------------------------- registrations
 
+  // The list pages (limit, cursor, nextCursor); the portal shows every registration.
+  async function allRegistrations(keyOverride) {
+    const data = [];
+    let cursor = null;
+    do {
+      const query = "?limit=500" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : "");
+      const page = await api("GET", "/webhooks/v1/registrations" + query, undefined, keyOverride);
+      data.push(...((page && page.data) || []));
+      cursor = (page && page.nextCursor) || null;
+    } while (cursor);
+    return { data };
+  }
+
   async function refreshRegistrations() {
     const key = state.key;
     try {
-      const list = await api("GET", "/webhooks/v1/registrations");
+      const list = await allRegistrations();
       if (key !== state.key) return;           // signed out meanwhile
       state.registrations = (list && list.data) || [];
       state.pollFailing = false;
