@@ -6,10 +6,13 @@ lists every status it can answer, request bodies are as strict as the server's o
 (unknown fields are refused), and response schemas require what the contract promises while
 leaving room for extra fields.
 
-It is built from plain dicts by small helpers so that the rules shared by many operations live in
-one place (:func:`_operation`): a secured operation can answer 401 and 403, anything with input can
-answer 400, anything with a body can answer 413 and 415, anything touching the database can answer
-503. Every call returns a fresh document, so a caller may mutate its copy freely.
+``components.schemas`` is generated from the models of :mod:`broker.api.schema`, the same ones
+the handlers validate and serialize with; this module adds only what a model cannot say: paths,
+parameters, security, links and the problem responses. Small helpers keep the rules shared by
+many operations in one place (:func:`_operation`): a secured operation can answer 401 and 403,
+anything with input can answer 400, anything with a body can answer 413 and 415, anything
+touching the database can answer 503. Every call returns a fresh document, so a caller may
+mutate its copy freely.
 """
 
 from __future__ import annotations
