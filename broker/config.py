@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     lease_margin_seconds: Seconds = 15.0
 
     retention_days: Annotated[int, Field(ge=1)] = 30
+    # A Pending event object this old (its registration stayed Suspended or Paused) becomes
+    # Failed; 0 = never.
+    pending_ttl_days: Annotated[int, Field(ge=0)] = 30
     # Registrations that are not Deleted, per partner; one more answers 429.
     max_registrations_per_partner: Annotated[int, Field(ge=1)] = 100
     db_pool_size: Annotated[int, Field(ge=2)] = 10

@@ -54,6 +54,9 @@ class UpkeepQueries(StoreBase):
             return None
         return GaugeSnapshot(**row["gauges"], age_seconds=max(row["age"], 0.0))
 
+    async def expire_pending_events(self, ttl_days: int) -> int:
+        return int((await self.pool.execute(Q.expire_pending_events, ttl_days)).split()[-1])
+
     async def purge_finished_events(self, retention_days: int, *, batch: int = 10000) -> int:
         total = 0
         while True:

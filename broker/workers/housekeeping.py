@@ -1,6 +1,6 @@
 """Periodic housekeeping on APScheduler 3: retention, expired secrets, stale leases, the queued
-events of deleted registrations, old idempotency keys, expired portal links, and the /metrics
-gauge snapshot.
+events of deleted registrations, old idempotency keys, expired portal links, event objects
+Pending past BROKER_PENDING_TTL_DAYS, and the /metrics gauge snapshot.
 
 The jobs run in one process of the cluster at a time: :class:`HousekeepingLeader` holds a lease
 row in PostgreSQL (``leader_leases``), renews it every third of its length, and runs the
@@ -63,6 +63,14 @@ class Housekeeping:
     async def purge_expired_portal_links(self) -> int:
         return await self._store.purge_expired_portal_links()
 
+    async def expire_pending_events(self) -> int:
+        if not self._settings.pending_ttl_days:
+            return 0
+        expired = await self._store.expire_pending_events(self._settings.pending_ttl_days)
+        if expired:
+            log.info("expired %d event objects Pending past BROKER_PENDING_TTL_DAYS", expired)
+        return expired
+
     async def refresh_gauges(self) -> int:
         from broker.workers.gauges import refresh_gauges
 
@@ -87,6 +95,7 @@ class Housekeeping:
         """Schedule the jobs on the running event loop (call from within it)."""
         jobs = (
             (self.purge_retention, 3600),
+            (self.expire_pending_events, 3600),
             (self.drop_expired_secrets, 60),
             (self.discard_orphaned_events, 300),
             (self.purge_idempotency_keys, 3600),

@@ -71,6 +71,19 @@ WHERE previous_secret_expires_at <= now();
 -- name: gauge_registrations
 SELECT status, count(*) AS n FROM registrations GROUP BY status;
 
+-- name: expire_pending_events
+-- BROKER_PENDING_TTL_DAYS: queued event objects older than $1 days leave the queue and become
+-- Failed history (resend or replay can queue them again). A leased row is left alone: its
+-- attempt is in flight, and the worker's result decides. Hourly, so the scan of the (narrow)
+-- queue costs little; the queue has no created_at index on purpose (no index on hot rows
+-- beyond what the claim needs).
+WITH expired AS (
+    DELETE FROM delivery_queue
+    WHERE created_at < now() - make_interval(days => $1) AND locked_until IS NULL
+    RETURNING event_id)
+UPDATE events e SET status = 'Failed'
+FROM expired WHERE e.id = expired.event_id AND e.status = 'Pending';
+
 -- name: write_gauge_snapshot
 INSERT INTO gauge_snapshot (taken_at, gauges) VALUES (now(), $1)
 ON CONFLICT (singleton) DO UPDATE SET taken_at = excluded.taken_at, gauges = excluded.gauges;

@@ -950,6 +950,7 @@ async def test_housekeeping_scheduler_starts_runs_and_stops_cleanly(
                 "purge_idempotency_keys",
                 "purge_expired_portal_links",
                 "refresh_gauges",
+                "expire_pending_events",
             }
 
             # The first runs come soon after start, not a full interval later.

@@ -223,3 +223,53 @@ async def test_housekeeping_keeps_the_gauges_fresh(make_client, db):
         return samples[ACTIVE] == 1 and 0 <= samples[AGE] < 5
 
     await wait_until(counted)
+
+
+async def test_pending_past_the_ttl_becomes_failed_history(client, db, db_url):
+    """BROKER_PENDING_TTL_DAYS: a Suspended registration's old queued event objects expire into
+    Failed (and leave the queue); newer ones and one with an attempt in flight stay queued."""
+    world = await make_world(client)
+    reg = await world.register("http://127.0.0.1:9/a")
+    await db.execute("UPDATE registrations SET status = 'Suspended' WHERE id = $1::uuid", reg["id"])
+    ages = {"old": 31, "fresh": 29, "leased": 40}
+    ids = {}
+    for name, days in ages.items():
+        ids[name] = await db.fetchval(
+            """WITH e AS (
+                   INSERT INTO events (id, partner_id, registration_id, event_name, resources,
+                                       created_at)
+                   VALUES (gen_random_uuid(), $1::uuid, $2::uuid, 'Core.Account.Opened', '{r}',
+                           now() - make_interval(days => $3))
+                   RETURNING id, registration_id, created_at)
+               INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at,
+                                           locked_until, locked_by)
+               SELECT id, registration_id, created_at, now(),
+                      CASE WHEN $4 THEN now() + interval '1 minute' END,
+                      CASE WHEN $4 THEN 'w1' END FROM e
+               RETURNING event_id""",
+            world.partner_id,
+            reg["id"],
+            days,
+            name == "leased",
+        )
+    pool = await create_pool(db_url, size=2)
+    try:
+        housekeeping = Housekeeping(Store(pool), make_settings(pending_ttl_days=30))
+        assert await housekeeping.expire_pending_events() == 1
+        assert (
+            await Housekeeping(
+                Store(pool), make_settings(pending_ttl_days=0)
+            ).expire_pending_events()
+            == 0
+        )
+    finally:
+        await pool.close()
+    status = {
+        name: await db.fetchval("SELECT status FROM events WHERE id = $1", ident)
+        for name, ident in ids.items()
+    }
+    assert status == {"old": "Failed", "fresh": "Pending", "leased": "Pending"}
+    queued = {r["event_id"] for r in await db.fetch("SELECT event_id FROM delivery_queue")}
+    assert queued == {ids["fresh"], ids["leased"]}
+    resp = await client.get("/webhooks/v1/events?status=Failed", headers=world.partner)
+    assert [e["id"] for e in (await resp.json())["data"]] == [str(ids["old"])]
