@@ -2,7 +2,8 @@
 
 ``webhook-signature`` is ``v1,<base64 HMAC-SHA256("{id}.{timestamp}.{body}")>`` keyed with the
 bytes after ``whsec_``; during a rotation grace period one entry per live secret, space-separated,
-so receivers holding either secret verify.
+so receivers holding either secret verify (:mod:`broker.domain.signatures` writes the headers of
+every scheme).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import binascii
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
 
 SECRET_PREFIX = "whsec_"
 SECRET_MIN_BYTES = 24
@@ -42,7 +42,3 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     to_sign = f"{msg_id}.{timestamp}.".encode() + body
     digest = hmac.new(key, to_sign, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
-
-
-def signature_header(keys: Iterable[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
-    return " ".join(sign(key, msg_id, timestamp, body) for key in keys)
