@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bench.httpclient import HttpConnection, percentile
+from broker.store.records import SECRET
 
 if TYPE_CHECKING:
     from bench.run import Bench
@@ -160,18 +161,24 @@ async def _add_idle_registrations(bench: Bench, count: int) -> None:
     had had work once (the claim's worst case: a row per registration, none due)."""
     assert bench.pool is not None
     partner = bench.partners[3]["id"]
+    ids = [uuid.uuid4() for _ in range(count)]
+    # Sealed per row, as the API would (a sealed secret is bound to its row).
+    sealed = [
+        bench.key_ring.seal("whsec_aWRsZWlkbGVpZGxlaWRsZWlkbGVpZGxl", row=i, column=SECRET)
+        for i in ids
+    ]
     await bench.pool.execute(
         """WITH r AS (
-               INSERT INTO registrations (id, partner_id, url, event_types, secret)
-               SELECT gen_random_uuid(), $1::uuid, 'http://127.0.0.1:9/idle', ARRAY[$2::text],
-                      'whsec_aWRsZWlkbGVpZGxlaWRsZWlkbGVpZGxl'
-               FROM generate_series(1, $3::int)
+               INSERT INTO registrations (id, partner_id, url, event_types, secret_sealed)
+               SELECT id, $1::uuid, 'http://127.0.0.1:9/idle', ARRAY[$2::text], sealed
+               FROM unnest($3::uuid[], $4::bytea[]) AS t(id, sealed)
                RETURNING id)
            INSERT INTO delivery_ready (registration_id, next_due_at)
            SELECT id, 'infinity' FROM r""",
         partner,
         IDLE_EVENT,
-        count,
+        ids,
+        sealed,
     )
     await bench.pool.execute("ANALYZE registrations, delivery_ready")
 

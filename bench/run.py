@@ -59,6 +59,7 @@ from bench.procs import (
     free_port,
     wait_http,
 )
+from broker.crypto import KeyRing, new_key_text, parse_key
 
 ADMIN_TOKEN = "bench-admin-token-" + secrets.token_hex(8)
 WINDOW_MIN_SECONDS = 0.2
@@ -308,6 +309,10 @@ class Bench:
         self.phase_items: dict[str, int] = {}
         self.keep = False
         self.event_serial = 0  # keeps event ids of successive insert_events calls apart
+        # One key for every process of the run (not the checkout's key file), so phases that
+        # write registrations by SQL can seal their secrets the way the broker would.
+        self.key_text = new_key_text()
+        self.key_ring = KeyRing([parse_key(self.key_text, position=1)], source="bench key")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -318,6 +323,7 @@ class Bench:
             BROKER_HOST="127.0.0.1",
             BROKER_PORT=str(port),
             BROKER_ADMIN_TOKEN=ADMIN_TOKEN,
+            BROKER_ENCRYPTION_KEYS=self.key_text,
             BROKER_ALLOW_PRIVATE_URLS="true",
             BROKER_WINDOW_MIN_SECONDS=str(WINDOW_MIN_SECONDS),
             BROKER_WINDOW_MAX_SECONDS=str(WINDOW_MAX_SECONDS),

@@ -139,6 +139,10 @@ _DB_DOWN = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
+    # Failover: no host of a multi-host URL accepts writes yet, or this connection's server was
+    # demoted to a standby. Both pass once the new primary is up; the client should retry.
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
 

@@ -112,6 +112,7 @@ class HistoryQueries(StoreBase):
             event = await conn.fetchrow(Q.get_event, event_id, partner_id)
             if event is None:
                 return None
+            await conn.fetch(Q.lock_registrations_of_events, [event_id])
             requeued = await conn.fetch(Q.requeue_event, [event_id], datetime.now(UTC))
             if requeued:
                 await conn.execute(Q.notify_events)

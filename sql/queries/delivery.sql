@@ -364,6 +364,22 @@ ON CONFLICT (registration_id) DO UPDATE SET
     breaker_opened_at = CASE WHEN $3 THEN NULL ELSE d.breaker_opened_at END,
     breaker_next_probe_at = CASE WHEN $3 THEN NULL ELSE d.breaker_next_probe_at END;
 
+-- name: lock_registrations_of_events
+-- Taken before requeue_event: the registration rows, then their ready rows, in id order, as
+-- lock_for_results takes them. Without it a resend locked the event and queue rows first and
+-- then the ready row, while a result flush held the ready row and waited for the event row: a
+-- deadlock (seen under load in the contract test).
+WITH regs AS MATERIALIZED (
+    SELECT r.id FROM registrations r
+    WHERE r.id IN (SELECT e.registration_id FROM events e WHERE e.id = ANY($1::uuid[]))
+    ORDER BY r.id
+    FOR NO KEY UPDATE OF r
+)
+SELECT d.registration_id FROM delivery_ready d
+WHERE d.registration_id IN (SELECT id FROM regs)
+ORDER BY d.registration_id
+FOR UPDATE OF d;
+
 -- name: requeue_event
 -- Resend/replay: the event gets a new round of attempts. Its queue row is made (or, when still
 -- queued, reset; a live lease is kept, so an attempt in flight finishes first and

@@ -55,8 +55,13 @@ async def test_the_breaker_opens_probes_and_closes_without_touching_the_status(
     assert body["breaker"]["openedAt"] and body["breaker"]["nextProbeAt"]
     assert body["breaker"]["nextProbeAt"] > body["breaker"]["openedAt"]
     assert len(receiver.received) == isolation.BREAKER_THRESHOLD
-    samples = await scrape_metrics(api)
-    assert samples['broker_delivery_breakers{state="open"}'] == 1
+
+    async def gauge_counts_it_open() -> bool:
+        # The gauge comes from the snapshot housekeeping refreshes every 0.05 s in tests.
+        samples = await scrape_metrics(api)
+        return samples.get('broker_delivery_breakers{state="open"}') == 1
+
+    await wait_until(gauge_counts_it_open, timeout=1.0)
     # Open: nothing is attempted during the cool-down.
     await asyncio.sleep(1.0)
     assert len(receiver.received) == isolation.BREAKER_THRESHOLD
