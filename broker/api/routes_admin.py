@@ -23,7 +23,10 @@ from broker.api.schema import (
 )
 from broker.api.serialize import json_response
 from broker.api.validation import read_model
+from broker.domain.errors import FieldError
 from broker.domain.ids import parse_uuid
+from broker.domain.operational import PREFIX as OPERATIONAL_PREFIX
+from broker.domain.operational import is_operational
 
 routes = web.RouteTableDef()
 
@@ -83,6 +86,14 @@ async def create_producer_key(request: web.Request) -> web.Response:
 async def put_event_type(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     errors = check_value(EVENT_NAME, name, "name")
+    if not errors and is_operational(name):
+        errors.append(
+            FieldError(
+                field="name",
+                message=f"the {OPERATIONAL_PREFIX} prefix is reserved for the broker's "
+                "operational events",
+            )
+        )
     body: EventTypeUpsert | None = None
     try:
         body = await read_model(request, _EVENT_TYPE_UPSERT)

@@ -18,6 +18,7 @@ from broker.api.serialize import json_response
 from broker.api.validation import Reference, check, read_body, references, resource_events
 from broker.domain.errors import FieldError
 from broker.domain.models import ResourceEvent
+from broker.domain.operational import is_operational
 from broker.store.limits import Bucket
 from broker.store.store import IngestRequest
 
@@ -94,8 +95,9 @@ async def _reference_errors(
     unknown_types = await store.unknown_event_types(
         {r.event_name for r in refs if r.event_name is not None}
     )
+    reserved = {r.event_name for r in refs if r.event_name and is_operational(r.event_name)}
     errors: list[FieldError] = []
-    if not unknown_partners and not unknown_types:
+    if not unknown_partners and not unknown_types and not reserved:
         return errors
     for position, ref in enumerate(refs):
         index = ref.position if isinstance(ref, Reference) else position
@@ -105,6 +107,13 @@ async def _reference_errors(
         if name in unknown_types:
             errors.append(
                 FieldError(field=f"events[{index}].eventName", message="unknown event type")
+            )
+        elif name in reserved:  # only the broker emits its operational events
+            errors.append(
+                FieldError(
+                    field=f"events[{index}].eventName",
+                    message=f"{name} is an operational event: only the broker emits it",
+                )
             )
     return errors
 

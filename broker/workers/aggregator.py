@@ -17,6 +17,7 @@ from broker.workers.waiting import wait_any
 log = logging.getLogger(__name__)
 
 BATCH = 50
+OUTBOX_BATCH = 1000
 
 
 class Aggregator:
@@ -28,6 +29,11 @@ class Aggregator:
 
     async def run_once(self) -> int:
         """Close every window due now; returns the event objects created."""
+        # Operational events first (their triggers notified this wake-up): into their windows.
+        while await self._store.move_operational_events(self._rules, limit=OUTBOX_BATCH) == (
+            OUTBOX_BATCH
+        ):
+            pass  # a full batch: there may be more
         created_total = 0
         while True:
             result = await self._store.close_due_windows(self._rules, limit=BATCH)

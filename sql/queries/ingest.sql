@@ -58,3 +58,10 @@ SELECT pg_notify('broker_windows', '') FROM (SELECT 1 FROM up WHERE wake LIMIT 1
 
 -- name: purge_idempotency_keys
 DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours';
+
+-- name: take_operational_events
+-- The oldest outbox rows, deleted in the transaction that stores them as resource events
+-- (IngestQueries.move_operational_events). SKIP LOCKED: each aggregator takes its own rows.
+DELETE FROM operational_outbox
+WHERE id IN (SELECT id FROM operational_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING id, partner_id, event_name, resource, created_at;

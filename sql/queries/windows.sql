@@ -75,12 +75,15 @@ WHERE partner_id = $1 AND event_name = $2;
 DELETE FROM window_groups WHERE partner_id = $1 AND event_name = $2 AND queued_count = $3;
 
 -- name: matching_registrations
--- Patterns: an exact name, a prefix wildcard "Core.Account.*", or "*".
+-- Patterns: an exact name, a prefix wildcard "Core.Account.*", or "*". The broker's own
+-- operational events (Broker.*) go only to patterns that name Broker. explicitly ("Broker.*",
+-- "Broker.Registration.*", an exact name): "*" never matches them, so a registration made
+-- before they existed receives nothing new.
 SELECT id FROM registrations
 WHERE partner_id = $1
   AND status <> 'Deleted'
   AND EXISTS (
       SELECT 1 FROM unnest(event_types) AS p
-      WHERE p = $2 OR p = '*'
-         OR (right(p, 2) = '.*' AND starts_with($2, left(p, -1))))
+      WHERE (p = $2 OR p = '*' OR (right(p, 2) = '.*' AND starts_with($2, left(p, -1))))
+        AND (NOT starts_with($2, 'Broker.') OR starts_with(p, 'Broker.')))
 ORDER BY created_at, id;

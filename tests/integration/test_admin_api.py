@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from broker.domain.operational import EVENT_TYPES
 from tests.conftest import admin_headers, bearer, make_world
 
 
@@ -84,7 +85,9 @@ async def test_event_type_name_is_validated(client, db):
         resp = await client.put(f"/admin/v1/event-types/{bad}", json={}, headers=admin_headers())
         assert resp.status == 400, bad
         assert resp.content_type == "application/problem+json"
-    assert await db.fetchval("SELECT count(*) FROM event_types") == 1  # only test.event
+    assert await db.fetchval("SELECT count(*) FROM event_types") == 1 + len(
+        EVENT_TYPES
+    )  # built-ins
 
 
 async def test_bad_admin_bodies_are_problems_and_store_nothing(client, db):

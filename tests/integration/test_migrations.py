@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from broker.domain.operational import EVENT_TYPES
 from broker.store.db import MIGRATION_LOCK_ID, is_migrated, load_migrations, migrate
 from tests.conftest import TEST_KEYS, scratch_database
 
@@ -77,7 +78,7 @@ async def test_migrating_twice_is_a_no_op(conn):
     after = await conn.fetch("SELECT * FROM schema_migrations ORDER BY version")
     assert [dict(r) for r in after] == [dict(r) for r in before]
     assert await conn.fetchval("SELECT count(*) FROM partners") == 1
-    assert await conn.fetchval("SELECT count(*) FROM event_types") == 1
+    assert await conn.fetchval("SELECT count(*) FROM event_types") == 1 + len(EVENT_TYPES)
 
 
 async def test_concurrent_migrations_take_turns_and_apply_once(empty_db_url):
@@ -88,7 +89,7 @@ async def test_concurrent_migrations_take_turns_and_apply_once(empty_db_url):
         # exactly one caller applied everything; the others found it done
         assert sorted(results, key=len) == [[], [], names]
         assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == len(names)
-        assert await conns[0].fetchval("SELECT count(*) FROM event_types") == 1
+        assert await conns[0].fetchval("SELECT count(*) FROM event_types") == 1 + len(EVENT_TYPES)
         assert await is_migrated(conns[1])
         assert await lock_is_free(conns[2])
     finally:
