@@ -42,7 +42,7 @@ from broker.domain.policy import DEFAULT_POLICY, policy_defaults, resolve
 from broker.domain.signing import generate_secret
 from broker.domain.states import Status, Trigger
 from broker.http.addresses import UrlRefused, validate_callback_url
-from broker.http.sender import send
+from broker.http.sender import send, unreadable_secret
 from broker.store.limits import Bucket
 from broker.store.registrations import StaleRegistration
 
@@ -359,28 +359,24 @@ async def test_registration(request: web.Request) -> web.Response:
     try:
         target = await request.app[STORE].delivery_target(reg.id)
     except UnreadableSecret as exc:
-        # Stored data the key ring cannot open (tampered with, or a wrong key): send nothing,
-        # rather than anything unsigned. A server-side fault, so 500, with the reason logged.
-        log.error("test delivery refused: %s", exc)
-        raise Problem(
-            500,
-            "Internal Server Error",
-            "this registration's stored secret cannot be opened with the configured keys; "
-            "nothing was sent",
-        ) from None
-    if target is None:  # gone between the two reads
-        raise not_found("registration")
-    outcome = await send(
-        request.app[HTTP_SESSION],
-        url=target.url,
-        msg_id=str(event_id),
-        body=body,
-        secrets=target.secrets,
-        basic_auth=target.basic_auth,
-        timeout=policy.timeout_seconds,
-        signature=policy.signature,
-        extra_headers=policy.headers,
-    )
+        # Stored data the key ring cannot open (altered in the database): nothing is sent
+        # unsigned. Answered and recorded like a delivery's attempt, with the repair in it.
+        log.error("test delivery not sent: %s", exc)
+        outcome = unreadable_secret()
+    else:
+        if target is None:  # gone between the two reads
+            raise not_found("registration")
+        outcome = await send(
+            request.app[HTTP_SESSION],
+            url=target.url,
+            msg_id=str(event_id),
+            body=body,
+            secrets=target.secrets,
+            basic_auth=target.basic_auth,
+            timeout=policy.timeout_seconds,
+            signature=policy.signature,
+            extra_headers=policy.headers,
+        )
     attempt = Attempt(
         event_id=event_id,
         attempt_number=1,

@@ -35,6 +35,23 @@ class SendOutcome:
     retry_after: float | None
 
 
+def unreadable_secret() -> SendOutcome:
+    """The attempt of a registration whose stored secret would not open: nothing was sent.
+
+    The partner sees why in the attempt and can repair it (a rotation stores a new secret);
+    the operator's log has the details (which column, which key id)."""
+    return SendOutcome(
+        success=False,
+        status=None,
+        error="not sent: the registration's stored secret or basicAuth could not be opened; "
+        "rotate the secret with graceSeconds 0 (POST .../rotate-secret) and set basicAuth "
+        "again if it has one",
+        body=None,
+        duration_ms=0,
+        retry_after=None,
+    )
+
+
 def signed_headers(
     *,
     msg_id: str,

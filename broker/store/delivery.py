@@ -7,6 +7,7 @@ results in attempt order. See sql/queries/delivery.sql and docs/architecture.md.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from broker.crypto import KeyRing
+from broker.crypto import KeyRing, UnreadableSecret
 from broker.domain.isolation import Breaker, IsolationState, Outcome, after_results
 from broker.domain.policy import RegistrationPolicy
 from broker.domain.states import TRANSITIONS, Status, Trigger
@@ -22,6 +23,8 @@ from broker.store.base import StoreBase
 from broker.store.policy_rows import policy_from_row
 from broker.store.queries import Q
 from broker.store.records import ClaimedDelivery, DeliveryResult, DeliveryTarget, open_target
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,17 +147,30 @@ class DeliveryQueries(StoreBase):
             previous_live = (
                 row.previous_secret_expires_at is not None and row.previous_secret_expires_at > now
             )
-            # A value that does not open raises here: the claim fails (retried, logged) and
-            # nothing is sent unsigned.
-            targets[rid] = open_target(
-                self.keys,
-                registration_id=rid,
-                url=row.url,
-                secret_sealed=row.secret_sealed,
-                previous_secret_sealed=row.previous_secret_sealed if previous_live else None,
-                basic_auth_sealed=row.basic_auth_sealed,
-                policy=row.policy,
-            )
+            try:
+                targets[rid] = open_target(
+                    self.keys,
+                    registration_id=rid,
+                    url=row.url,
+                    secret_sealed=row.secret_sealed,
+                    previous_secret_sealed=row.previous_secret_sealed if previous_live else None,
+                    basic_auth_sealed=row.basic_auth_sealed,
+                    policy=row.policy,
+                )
+            except UnreadableSecret as exc:
+                # This registration's deliveries fail (nothing is sent unsigned), the others'
+                # go on: failing the whole claim would stop every partner behind this one row.
+                # The start-up check proved the key ring opens each key id in use, so this is
+                # one row altered in the database; rotating the secret replaces it.
+                log.error("%s; its deliveries fail until its secret is rotated", exc)
+                targets[rid] = DeliveryTarget(
+                    id=rid,
+                    url=row.url,
+                    secrets=(),
+                    basic_auth=None,
+                    policy=row.policy,
+                    unreadable=str(exc),
+                )
         return targets
 
     async def delivery_target(self, registration_id: uuid.UUID) -> DeliveryTarget | None:

@@ -175,6 +175,9 @@ class DeliveryTarget:
     secrets: tuple[str, ...]  # the live ones: the current, and the previous during its grace
     basic_auth: str | None
     policy: RegistrationPolicy = DEFAULT_POLICY  # timeout, retries, signature, headers
+    # Why the stored secrets would not open (tampered with, or sealed for another row), when
+    # they would not: nothing is sent, the attempt is recorded as failed with this reason.
+    unreadable: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

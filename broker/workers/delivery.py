@@ -30,7 +30,7 @@ from broker.domain.outcomes import decide
 from broker.domain.payload import event_body
 from broker.domain.policy import policy_defaults, resolve
 from broker.domain.states import Status
-from broker.http.sender import send
+from broker.http.sender import send, unreadable_secret
 from broker.store.store import ClaimedDelivery, DeliveryResult, Store
 from broker.workers.waiting import wait_any
 
@@ -134,16 +134,20 @@ class DeliveryWorker:
             partner_id=item.partner_id,
             attempt=item.attempt_count,
         ):
-            outcome = await send(
-                self._session,
-                url=target.url,
-                msg_id=str(item.id),
-                body=body,
-                secrets=target.secrets,
-                basic_auth=target.basic_auth,
-                timeout=policy.timeout_seconds,
-                signature=policy.signature,
-                extra_headers=policy.headers,
+            outcome = (
+                unreadable_secret()
+                if target.unreadable
+                else await send(
+                    self._session,
+                    url=target.url,
+                    msg_id=str(item.id),
+                    body=body,
+                    secrets=target.secrets,
+                    basic_auth=target.basic_auth,
+                    timeout=policy.timeout_seconds,
+                    signature=policy.signature,
+                    extra_headers=policy.headers,
+                )
             )
             tracing.set_attributes(success=outcome.success, response_status=outcome.status or 0)
         decision = decide(

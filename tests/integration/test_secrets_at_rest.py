@@ -115,7 +115,7 @@ async def test_secrets_and_basic_auth_are_sealed_in_their_rows(make_client, rece
     assert delivery.headers["Authorization"] == f"Basic {BASIC}"
 
 
-async def test_a_sealed_secret_moved_to_another_row_does_not_open_and_nothing_is_sent(
+async def test_a_sealed_secret_moved_to_another_row_does_not_open_nor_stop_other_deliveries(
     make_client, receiver, db, db_url
 ):
     client = await make_client(workers=True)
@@ -148,24 +148,66 @@ async def test_a_sealed_secret_moved_to_another_row_does_not_open_and_nothing_is
     resp = await client.post(
         f"/webhooks/v1/registrations/{victim['id']}/test", headers=world.partner
     )
-    assert resp.status == 500
-    assert resp.content_type == "application/problem+json"
-    assert "nothing was sent" in (await resp.json())["detail"]
-    # A queued event for it stays Pending: the claim refuses to send it unsigned.
-    await db.execute("DELETE FROM registrations WHERE id = $1::uuid", donor["id"])
-    await world.emit(["r/1"])
-    await wait_until(
-        lambda: _count(db, "SELECT count(*) FROM events WHERE event_name <> 'test.event'", 1)
-    )
-    await asyncio.sleep(1.5)
+    # Nothing is sent unsigned; the partner is told why and how to repair it.
+    assert resp.status == 200, await resp.text()
+    answer = await resp.json()
+    assert answer["success"] is False
+    assert "rotate the secret" in answer["attempt"]["error"]
     assert receiver.received == []
-    assert (
-        await db.fetchval(
-            "SELECT count(*) FROM attempts a JOIN events e ON e.id = a.event_id"
-            " WHERE e.event_name <> 'test.event'"
+    # A queued event for it fails the same way, while the other registrations (here another
+    # partner's) are delivered: one bad row does not stop the claim for everyone.
+    await db.execute("DELETE FROM registrations WHERE id = $1::uuid", donor["id"])
+    other = await make_world(client)
+    healthy = await other.register(receiver.url)
+    await world.emit(["r/1"])
+    await other.emit(["r/2"])
+    [delivery] = await receiver.wait_for(1)
+    assert delivery.json()["registrationId"] == healthy["id"]
+
+    async def victim_attempted() -> bool:
+        return bool(
+            await db.fetchval(
+                "SELECT count(*) FROM attempts a JOIN events e ON e.id = a.event_id"
+                " WHERE e.registration_id = $1::uuid AND e.event_name <> 'test.event'",
+                victim["id"],
+            )
         )
-        == 0
+
+    await wait_until(victim_attempted)
+    error = await db.fetchval(
+        "SELECT a.error FROM attempts a JOIN events e ON e.id = a.event_id"
+        " WHERE e.registration_id = $1::uuid AND e.event_name <> 'test.event' LIMIT 1",
+        victim["id"],
     )
+    assert error.startswith("not sent:")
+    assert [r.json()["registrationId"] for r in receiver.received] == [healthy["id"]]
+    await wait_until(
+        lambda: _count(db, "SELECT count(*) FROM registrations WHERE status = 'Suspended'", 1)
+    )
+    # Rotating the secret repairs it: after retries ran out (Suspended), a restart that resends
+    # the failed event delivers it, signed with the new secret.
+    resp = await client.post(
+        f"/webhooks/v1/registrations/{victim['id']}/rotate-secret",
+        json={"graceSeconds": 0},  # the unreadable one must not stay live as the previous
+        headers=world.partner,
+    )
+    assert resp.status == 200, await resp.text()
+    secret = (await resp.json())["secret"]
+    resp = await client.patch(
+        f"/webhooks/v1/registrations/{victim['id']}",
+        json={"basicAuth": BASIC},
+        headers=world.partner,
+    )
+    assert resp.status == 200, await resp.text()
+    resp = await client.post(
+        f"/webhooks/v1/registrations/{victim['id']}/restart",
+        json={"resendFailed": True},
+        headers=world.partner,
+    )
+    assert resp.status == 200, await resp.text()
+    [_, repaired] = await receiver.wait_for(2)
+    assert repaired.json()["registrationId"] == victim["id"]
+    Webhook(secret).verify(repaired.body, repaired.headers)
 
 
 async def _count(db: asyncpg.Connection, sql: str, want: int) -> bool:
