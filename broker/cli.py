@@ -160,10 +160,19 @@ def _cmd_admin(args: argparse.Namespace) -> int:
 
     async def add_event_type(store: Any) -> int:
         from broker.api.schema import EVENT_NAME, check_value
+        from broker.domain.operational import PREFIX as OPERATIONAL_PREFIX
+        from broker.domain.operational import is_operational
 
         if check_value(EVENT_NAME, args.name, "name"):
             print(
                 f"invalid event type name {args.name!r} (e.g. Core.Account.Opened)", file=sys.stderr
+            )
+            return 2
+        if is_operational(args.name):
+            print(
+                f"{args.name}: the {OPERATIONAL_PREFIX} prefix is reserved for the broker's "
+                "operational events",
+                file=sys.stderr,
             )
             return 2
         event_type, created = await store.put_event_type(args.name, args.description)

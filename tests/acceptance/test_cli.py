@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
+from broker.domain.operational import EVENT_TYPES
 from tests.conftest import TEST_ENCRYPTION_KEY, bearer, with_database
 
 BROKER = Path(sys.executable).parent / "broker"
@@ -129,6 +130,7 @@ async def test_admin_commands_refuse_bad_input(db_url, db):
     runs = await asyncio.gather(
         broker(db_url, "admin", "add-event-type", "Core..Bad"),
         broker(db_url, "admin", "add-event-type", "NoDots"),
+        broker(db_url, "admin", "add-event-type", "Broker.Registration.Mine"),
         broker(db_url, "admin", "create-partner-key", "not-a-uuid"),
         broker(db_url, "admin", "create-partner-key", missing),
         broker(db_url, "admin", "revoke-key", missing),
@@ -141,7 +143,9 @@ async def test_admin_commands_refuse_bad_input(db_url, db):
         assert run.code != 0, run
         assert "Traceback" not in run.err, run.err
         assert run.err.strip(), run
-    assert await db.fetchval("SELECT count(*) FROM event_types") == 1
+    assert await db.fetchval("SELECT count(*) FROM event_types") == 1 + len(
+        EVENT_TYPES
+    )  # built-ins
     assert await db.fetchval("SELECT count(*) FROM partners") == 0
     assert await db.fetchval("SELECT count(*) FROM api_keys") == 0
 
