@@ -38,6 +38,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,7 @@ class Options:
     concurrency: int
     max_seconds: float
     ceiling: bool
+    preclosed: bool
 
 
 def median(values: list[float]) -> float:
@@ -158,7 +160,12 @@ class PeersBench(Bench):
         return dict(row) if row else {}
 
     async def until_done(
-        self, label: str, done: Any, started: float, proc: Proc
+        self,
+        label: str,
+        done: Callable[[], Awaitable[bool]],
+        started: float,
+        proc: Proc,
+        progress: Callable[[], Awaitable[str]] | None = None,
     ) -> tuple[float | None, dict[str, Any]]:
         """Poll the receiver (and ``done()`` once it has every POST) every 50 ms."""
         o = self.options
@@ -169,7 +176,8 @@ class PeersBench(Bench):
             now = time.perf_counter()
             if now - last_print >= 2:
                 last_print = now
-                say(f"  {label} {now - started:5.1f}s  {stats['count']:,} received")
+                more = await progress() if progress else ""
+                say(f"  {label} {now - started:5.1f}s  {stats['count']:,} received{more}")
             if stats["count"] >= o.deliveries and await done():
                 return time.time(), stats
             if not proc.alive():
@@ -209,19 +217,7 @@ class PeersBench(Bench):
             "cores": {k: round(v / max(wall, 1e-6), 2) for k, v in used.items() if v > 0.005},
         }
 
-    async def broker_round(self, n: int) -> dict[str, Any]:
-        o = self.options
-        assert self.pool is not None
-        regs = [uuid.UUID(r["id"]) for r in self.registrations]
-        await self.receiver("POST", "/_reset")
-        worker, _ = await self.start_broker("worker", "broker-worker")
-        await asyncio.sleep(0.5)
-        counters = await self.db_counters(self.pool, self.db_name)
-        self.meter.db_name = self.db_name
-        await self.meter.sample()
-        before = self.meter.snapshot()
-        started = time.perf_counter()
-        self.profiler.start(f"broker-worker-round{n}", worker.pid, self.profile_seconds)
+    async def ingest_windows(self, n: int) -> None:
         items = [
             {
                 "partnerId": self.partners[0]["id"],
@@ -237,24 +233,73 @@ class PeersBench(Bench):
             body={"events": items},
             expect=(202,),
         )
-        pending = "SELECT count(*) FROM delivery_queue WHERE registration_id = ANY($1)"
+
+    async def set_paused(self, paused: bool) -> None:
+        key = self.partners[0]["apiKey"]
+        verb = "pause" if paused else "unpause"
+        for reg in self.registrations:
+            await self.call("POST", f"/webhooks/v1/registrations/{reg['id']}/{verb}", key=key)
+
+    async def broker_round(self, n: int, *, preclosed: bool = False) -> dict[str, Any]:
+        """One broker round. ``preclosed`` (a diagnostic): the registrations are paused while the
+        worker closes every window, and the clock starts when they are unpaused, so the round
+        times delivery alone, of the same 20,000 event objects."""
+        o = self.options
+        assert self.pool is not None
+        pool = self.pool
+        regs = [uuid.UUID(r["id"]) for r in self.registrations]
+        queued_sql = "SELECT count(*) FROM delivery_queue WHERE registration_id = ANY($1)"
+        windows_sql = (
+            "SELECT coalesce(sum(queued_count), 0) FROM window_groups WHERE event_name = $1"
+        )
+        await self.receiver("POST", "/_reset")
+        if preclosed:
+            await self.set_paused(True)
+        worker, _ = await self.start_broker("worker", "broker-worker")
+        await asyncio.sleep(0.5)
+        if preclosed:
+            await self.ingest_windows(n)
+            closed_by = time.monotonic() + o.max_seconds
+            while (
+                await pool.fetchval(windows_sql, PEERS_EVENT)
+                or await pool.fetchval(queued_sql, regs) < o.deliveries
+            ):
+                if time.monotonic() > closed_by:
+                    raise RuntimeError("preclosed: the windows did not close in time")
+                await asyncio.sleep(0.2)
+        counters = await self.db_counters(pool, self.db_name)
+        self.meter.db_name = self.db_name
+        await self.meter.sample()
+        before = self.meter.snapshot()
+        started = time.perf_counter()
+        self.profiler.start(f"broker-worker-round{n}", worker.pid, self.profile_seconds)
+        if preclosed:
+            await self.set_paused(False)
+        else:
+            await self.ingest_windows(n)
 
         async def done() -> bool:
-            assert self.pool is not None
-            return bool(await self.pool.fetchval(pending, regs) == 0)
+            return bool(await pool.fetchval(queued_sql, regs) == 0)
 
-        finished_at, stats = await self.until_done("broker", done, started, worker)
+        async def progress() -> str:
+            # Where the work waits: resources not yet folded, event objects not yet delivered.
+            windows = await pool.fetchval(windows_sql, PEERS_EVENT)
+            queued = await pool.fetchval(queued_sql, regs)
+            return f", {windows} windows to close, {queued:,} event objects queued"
+
+        finished_at, stats = await self.until_done("broker", done, started, worker, progress)
         await self.meter.sample()
         wall = time.perf_counter() - started
         used = self.cpu_used(before, self.meter.snapshot())
         self.profiler.wait()
         worker.stop()
         self.procs.remove(worker)
-        after = await self.db_counters(self.pool, self.db_name)
+        after = await self.db_counters(pool, self.db_name)
+        side = "broker_preclosed" if preclosed else "broker"
         result = self.outcome(
-            "broker", ["broker-worker", "api0", "postgres"], used, finished_at, stats, wall
+            side, ["broker-worker", "api0", "postgres"], used, finished_at, stats, wall
         )
-        result["attempts_recorded"] = await self.pool.fetchval(
+        result["attempts_recorded"] = await pool.fetchval(
             "SELECT count(*) FROM attempts a JOIN events e ON e.id = a.event_id"
             " WHERE e.registration_id = ANY($1) AND e.resources[1] LIKE $2",
             regs,
@@ -402,11 +447,18 @@ class PeersBench(Bench):
         ceiling: dict[str, Any] | None = None
         try:
             await self.setup_peers()
+            sides = ("broker", "pgqueuer", "broker_preclosed")[: 3 if o.preclosed else 2]
             for n in range(o.rounds):
-                for side in ("broker", "pgqueuer"):
+                for side in sides:
                     say(f"round {n + 1}/{o.rounds}: {side}, {o.deliveries:,} deliveries")
-                    action = self.broker_round if side == "broker" else self.pgqueuer_round
-                    result = await action(n)
+                    if side == "pgqueuer":
+                        result = await self.pgqueuer_round(n)
+                    else:
+                        # Resources of the pre-closed round apart from the plain round's.
+                        preclosed = side == "broker_preclosed"
+                        result = await self.broker_round(
+                            n + o.rounds if preclosed else n, preclosed=preclosed
+                        )
                     result["round"] = n + 1
                     result["loadavg_1m"] = round(os.getloadavg()[0], 2)
                     rounds.append(result)
@@ -429,6 +481,17 @@ class PeersBench(Bench):
         peer = [r for r in rounds if r["side"] == "pgqueuer"]
         ratios = [b["per_s"] / p["per_s"] for b, p in zip(broker, peer, strict=True) if p["per_s"]]
         ratio = round(median(ratios), 3)
+        pre = [r for r in rounds if r["side"] == "broker_preclosed"]
+        pre_ratios = [
+            b["per_s"] / p["per_s"] for b, p in zip(pre, peer, strict=False) if p["per_s"]
+        ]
+        preclosed = {
+            "broker_preclosed_per_s": round(median([r["per_s"] for r in pre])),
+            "ratio_preclosed_over_pgqueuer": round(median(pre_ratios), 3),
+            "broker_preclosed_cpu_us_per_delivery": round(
+                median([r["cpu_us_per_delivery"] for r in pre]), 1
+            ),
+        }
         return {
             "broker_per_s": round(median([r["per_s"] for r in broker])),
             "pgqueuer_per_s": round(median([r["per_s"] for r in peer])),
@@ -440,6 +503,7 @@ class PeersBench(Bench):
             "pgqueuer_cpu_us_per_delivery": round(
                 median([r["cpu_us_per_delivery"] for r in peer]), 1
             ),
+            **(preclosed if pre else {}),
             "ceiling_per_s": round(ceiling["per_s"]) if ceiling else None,
             "ceiling_cpu_us_per_post": ceiling["cpu_us_per_post"] if ceiling else None,
             "target": f"ratio_broker_over_pgqueuer >= {TARGET_RATIO:g}",
@@ -464,6 +528,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-seconds", type=float, default=120, help="per round")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare-client round")
+    parser.add_argument(
+        "--preclosed",
+        action="store_true",
+        help="a third side per round (diagnostic): broker delivering the same event objects with"
+        " every window already closed (registrations paused meanwhile)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "peers_results.json")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy each round's worker")
     parser.add_argument("--keep", action="store_true", help="keep both databases")
@@ -480,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         max_seconds=args.max_seconds,
         ceiling=not args.no_ceiling,
+        preclosed=args.preclosed,
     )
     bench = PeersBench(options, args.profile)
     bench.keep = args.keep
