@@ -257,7 +257,14 @@ class PeersBench(Bench):
             await self.set_paused(True)
         worker, _ = await self.start_broker("worker", "broker-worker")
         await asyncio.sleep(0.5)
+        aggregate: dict[str, float] = {}
         if preclosed:
+            # The closes alone, timed and metered apart: what aggregation costs when nothing
+            # is being delivered meanwhile.
+            self.meter.db_name = self.db_name
+            await self.meter.sample()
+            closing = self.meter.snapshot()
+            closing_started = time.perf_counter()
             await self.ingest_windows(n)
             closed_by = time.monotonic() + o.max_seconds
             while (
@@ -266,7 +273,10 @@ class PeersBench(Bench):
             ):
                 if time.monotonic() > closed_by:
                     raise RuntimeError("preclosed: the windows did not close in time")
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.05)
+            await self.meter.sample()
+            aggregate = self.cpu_used(closing, self.meter.snapshot())
+            aggregate["seconds"] = time.perf_counter() - closing_started
         counters = await self.db_counters(pool, self.db_name)
         self.meter.db_name = self.db_name
         await self.meter.sample()
@@ -299,6 +309,15 @@ class PeersBench(Bench):
         result = self.outcome(
             side, ["broker-worker", "api0", "postgres"], used, finished_at, stats, wall
         )
+        if aggregate:
+            result["closing"] = {
+                "seconds": round(aggregate["seconds"], 2),
+                "windows_per_s": round(self.windows / aggregate["seconds"], 1),
+                "cpu_us_per_event_object": {
+                    k: round(aggregate.get(k, 0.0) * 1e6 / o.deliveries, 1)
+                    for k in ("broker-worker", "api0", "postgres")
+                },
+            }
         result["attempts_recorded"] = await pool.fetchval(
             "SELECT count(*) FROM attempts a JOIN events e ON e.id = a.event_id"
             " WHERE e.registration_id = ANY($1) AND e.resources[1] LIKE $2",
@@ -506,6 +525,15 @@ class PeersBench(Bench):
             **(preclosed if pre else {}),
             "ceiling_per_s": round(ceiling["per_s"]) if ceiling else None,
             "ceiling_cpu_us_per_post": ceiling["cpu_us_per_post"] if ceiling else None,
+            # Median per component, per side (rounds have the detail).
+            "cpu_us_per_delivery_by": {
+                side: {
+                    k: round(median([r["cpu_us_per_delivery_by"][k] for r in rs]), 1)
+                    for k in rs[0]["cpu_us_per_delivery_by"]
+                }
+                for side, rs in (("broker", broker), ("pgqueuer", peer), ("broker_preclosed", pre))
+                if rs
+            },
             "target": f"ratio_broker_over_pgqueuer >= {TARGET_RATIO:g}",
             "met": ratio >= TARGET_RATIO,
             "options": asdict(self.options),
