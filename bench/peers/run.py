@@ -66,6 +66,8 @@ class Options:
     max_seconds: float
     ceiling: bool
     preclosed: bool
+    closer: bool
+    waits: bool
 
 
 def median(values: list[float]) -> float:
@@ -185,6 +187,38 @@ class PeersBench(Bench):
             await asyncio.sleep(0.05)
         return None, await self.receiver("GET", "/_stats")
 
+    async def sample_waits(self, db_name: str) -> dict[str, float]:
+        """Until cancelled, every 100 ms: what each busy backend of ``db_name`` is doing (state,
+        wait event, the statement's first words). Returns backends per sample, by kind."""
+        assert self.pool is not None
+        counts: dict[str, int] = {}
+        samples = 0
+        try:
+            while True:
+                rows = await self.pool.fetch(
+                    "SELECT state, wait_event_type, wait_event,"
+                    " left(regexp_replace(query, '\\s+', ' ', 'g'), 70) AS q"
+                    " FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
+                    " AND state <> 'idle'",
+                    db_name,
+                )
+                samples += 1
+                for r in rows:
+                    key = f"{r['state']} | {r['wait_event_type']}:{r['wait_event']} | {r['q']}"
+                    counts[key] = counts.get(key, 0) + 1
+                await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            top = sorted(counts.items(), key=lambda kv: -kv[1])[:15]
+            return {k: round(v / max(samples, 1), 3) for k, v in top}
+
+    async def stop_sampler(
+        self, sampler: asyncio.Task[dict[str, float]] | None
+    ) -> dict[str, float]:
+        if sampler is None:
+            return {}
+        sampler.cancel()
+        return await sampler
+
     def cpu_used(self, before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
         used = {k: after[k] - before.get(k, 0.0) for k in after}
         ours = sum(v for k, v in used.items() if k != "machine")
@@ -256,6 +290,14 @@ class PeersBench(Bench):
         if preclosed:
             await self.set_paused(True)
         worker, _ = await self.start_broker("worker", "broker-worker")
+        closer: Proc | None = None
+        if o.closer:
+            # Diagnostic: a second worker process with one delivery slot, so most window closes
+            # run on a loop that is not also running 256 HTTP requests (the advisory lock gives
+            # each close to one of the two processes).
+            closer, _ = await self.start_broker(
+                "worker", "broker-closer", BROKER_DELIVERY_CONCURRENCY="1"
+            )
         await asyncio.sleep(0.5)
         aggregate: dict[str, float] = {}
         if preclosed:
@@ -297,25 +339,38 @@ class PeersBench(Bench):
             queued = await pool.fetchval(queued_sql, regs)
             return f", {windows} windows to close, {queued:,} event objects queued"
 
-        finished_at, stats = await self.until_done("broker", done, started, worker, progress)
+        sampler = asyncio.create_task(self.sample_waits(self.db_name)) if o.waits else None
+        try:
+            finished_at, stats = await self.until_done("broker", done, started, worker, progress)
+        finally:
+            waits = await self.stop_sampler(sampler)
         await self.meter.sample()
         wall = time.perf_counter() - started
         used = self.cpu_used(before, self.meter.snapshot())
         self.profiler.wait()
-        worker.stop()
-        self.procs.remove(worker)
+        for proc in (worker, closer):
+            if proc is not None:
+                proc.stop()
+                self.procs.remove(proc)
         after = await self.db_counters(pool, self.db_name)
         side = "broker_preclosed" if preclosed else "broker"
         result = self.outcome(
-            side, ["broker-worker", "api0", "postgres"], used, finished_at, stats, wall
+            side,
+            ["broker-worker", "broker-closer", "api0", "postgres"],
+            used,
+            finished_at,
+            stats,
+            wall,
         )
+        if waits:
+            result["backend_states"] = waits
         if aggregate:
             result["closing"] = {
                 "seconds": round(aggregate["seconds"], 2),
                 "windows_per_s": round(self.windows / aggregate["seconds"], 1),
                 "cpu_us_per_event_object": {
                     k: round(aggregate.get(k, 0.0) * 1e6 / o.deliveries, 1)
-                    for k in ("broker-worker", "api0", "postgres")
+                    for k in ("broker-worker", "broker-closer", "api0", "postgres")
                 },
             }
         result["attempts_recorded"] = await pool.fetchval(
@@ -396,7 +451,11 @@ class PeersBench(Bench):
         async def done() -> bool:
             return bool(await conn.fetchval("SELECT count(*) FROM pgqueuer") == 0)
 
-        finished_at, stats = await self.until_done("pgqueuer", done, started, consumer)
+        sampler = asyncio.create_task(self.sample_waits(self.pgq_db_name)) if o.waits else None
+        try:
+            finished_at, stats = await self.until_done("pgqueuer", done, started, consumer)
+        finally:
+            waits = await self.stop_sampler(sampler)
         await self.meter.sample()
         wall = time.perf_counter() - started
         used = self.cpu_used(before, self.meter.snapshot())
@@ -408,6 +467,8 @@ class PeersBench(Bench):
             "pgqueuer", ["pgqueuer-consumer", "postgres"], used, finished_at, stats, wall
         )
         result["enqueue_seconds"] = round(enqueue_s, 3)
+        if waits:
+            result["backend_states"] = waits
         result["log_statuses"] = {
             row["status"]: row["count"]
             for row in await conn.fetch(
@@ -562,6 +623,18 @@ def main(argv: list[str] | None = None) -> int:
         help="a third side per round (diagnostic): broker delivering the same event objects with"
         " every window already closed (registrations paused meanwhile)",
     )
+    parser.add_argument(
+        "--closer",
+        action="store_true",
+        help="diagnostic: broker rounds add a second worker process with one delivery slot,"
+        " which takes most window closes off the delivering worker's event loop",
+    )
+    parser.add_argument(
+        "--waits",
+        action="store_true",
+        help="diagnostic: sample pg_stat_activity every 100 ms during each round"
+        " (rounds[].backend_states: busy backends per sample, by state, wait and statement)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "peers_results.json")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy each round's worker")
     parser.add_argument("--keep", action="store_true", help="keep both databases")
@@ -579,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
         max_seconds=args.max_seconds,
         ceiling=not args.no_ceiling,
         preclosed=args.preclosed,
+        closer=args.closer,
+        waits=args.waits,
     )
     bench = PeersBench(options, args.profile)
     bench.keep = args.keep
