@@ -34,25 +34,22 @@ import argparse
 import asyncio
 import contextlib
 import os
-import statistics
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 
+from bench.peers.broker_side import PEERS_EVENT, broker_round
+from bench.peers.measure import median
+from bench.peers.pgqueuer_side import pgqueuer_round
 from bench.procs import ROOT, Proc, base_env
 from bench.run import QUICK, Bench, Sizes, _with_database, say
-from broker.domain.ids import uuid7
-from broker.domain.payload import event_body
 
-PEERS_EVENT = "Bench.Peers.Done"
 TARGET_RATIO = 1.5
 
 
@@ -68,10 +65,6 @@ class Options:
     preclosed: bool
     closer: bool
     waits: bool
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values)) if values else 0.0
 
 
 class PeersBench(Bench):
@@ -149,18 +142,6 @@ class PeersBench(Bench):
 
     # ------------------------------------------------------------------ measuring
 
-    async def db_counters(self, conn: Any, name: str) -> dict[str, int]:
-        """Transactions and rows written in one database (pg_stat_database, flushed first)."""
-        with contextlib.suppress(asyncpg.PostgresError):
-            await conn.execute("SELECT pg_stat_force_next_flush()")
-        await asyncio.sleep(1.1)  # other backends flush their counters at most once a second
-        row = await conn.fetchrow(
-            "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted, tup_fetched"
-            " FROM pg_stat_database WHERE datname = $1",
-            name,
-        )
-        return dict(row) if row else {}
-
     async def until_done(
         self,
         label: str,
@@ -187,44 +168,6 @@ class PeersBench(Bench):
             await asyncio.sleep(0.05)
         return None, await self.receiver("GET", "/_stats")
 
-    async def sample_waits(self, db_name: str) -> dict[str, float]:
-        """Until cancelled, every 100 ms: what each busy backend of ``db_name`` is doing (state,
-        wait event, the statement's first words). Returns backends per sample, by kind."""
-        assert self.pool is not None
-        counts: dict[str, int] = {}
-        samples = 0
-        try:
-            while True:
-                rows = await self.pool.fetch(
-                    "SELECT state, wait_event_type, wait_event,"
-                    " left(regexp_replace(query, '\\s+', ' ', 'g'), 70) AS q"
-                    " FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
-                    " AND state <> 'idle'",
-                    db_name,
-                )
-                samples += 1
-                for r in rows:
-                    key = f"{r['state']} | {r['wait_event_type']}:{r['wait_event']} | {r['q']}"
-                    counts[key] = counts.get(key, 0) + 1
-                await asyncio.sleep(0.1)
-        except asyncio.CancelledError:
-            top = sorted(counts.items(), key=lambda kv: -kv[1])[:15]
-            return {k: round(v / max(samples, 1), 3) for k, v in top}
-
-    async def stop_sampler(
-        self, sampler: asyncio.Task[dict[str, float]] | None
-    ) -> dict[str, float]:
-        if sampler is None:
-            return {}
-        sampler.cancel()
-        return await sampler
-
-    def cpu_used(self, before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-        used = {k: after[k] - before.get(k, 0.0) for k in after}
-        ours = sum(v for k, v in used.items() if k != "machine")
-        used["other"] = max(0.0, used.get("machine", 0.0) - ours)
-        return used
-
     def outcome(
         self,
         side: str,
@@ -250,235 +193,6 @@ class PeersBench(Bench):
             # Cores busy over the round: whatever else ran on the machine is "other".
             "cores": {k: round(v / max(wall, 1e-6), 2) for k, v in used.items() if v > 0.005},
         }
-
-    async def ingest_windows(self, n: int) -> None:
-        items = [
-            {
-                "partnerId": self.partners[0]["id"],
-                "eventName": PEERS_EVENT,
-                "resource": f"core/v1/dda/peers/{n}/{i}",
-            }
-            for i in range(self.windows)
-        ]
-        await self.call(
-            "POST",
-            "/internal/v1/resource-events",
-            key=self.producer_key,
-            body={"events": items},
-            expect=(202,),
-        )
-
-    async def set_paused(self, paused: bool) -> None:
-        key = self.partners[0]["apiKey"]
-        verb = "pause" if paused else "unpause"
-        for reg in self.registrations:
-            await self.call("POST", f"/webhooks/v1/registrations/{reg['id']}/{verb}", key=key)
-
-    async def broker_round(self, n: int, *, preclosed: bool = False) -> dict[str, Any]:
-        """One broker round. ``preclosed`` (a diagnostic): the registrations are paused while the
-        worker closes every window, and the clock starts when they are unpaused, so the round
-        times delivery alone, of the same 20,000 event objects."""
-        o = self.options
-        assert self.pool is not None
-        pool = self.pool
-        regs = [uuid.UUID(r["id"]) for r in self.registrations]
-        queued_sql = "SELECT count(*) FROM delivery_queue WHERE registration_id = ANY($1)"
-        windows_sql = (
-            "SELECT coalesce(sum(queued_count), 0) FROM window_groups WHERE event_name = $1"
-        )
-        await self.receiver("POST", "/_reset")
-        if preclosed:
-            await self.set_paused(True)
-        worker, _ = await self.start_broker("worker", "broker-worker")
-        closer: Proc | None = None
-        if o.closer:
-            # Diagnostic: a second worker process with one delivery slot, so most window closes
-            # run on a loop that is not also running 256 HTTP requests (the advisory lock gives
-            # each close to one of the two processes).
-            closer, _ = await self.start_broker(
-                "worker", "broker-closer", BROKER_DELIVERY_CONCURRENCY="1"
-            )
-        await asyncio.sleep(0.5)
-        aggregate: dict[str, float] = {}
-        if preclosed:
-            # The closes alone, timed and metered apart: what aggregation costs when nothing
-            # is being delivered meanwhile.
-            self.meter.db_name = self.db_name
-            await self.meter.sample()
-            closing = self.meter.snapshot()
-            closing_started = time.perf_counter()
-            await self.ingest_windows(n)
-            closed_by = time.monotonic() + o.max_seconds
-            while (
-                await pool.fetchval(windows_sql, PEERS_EVENT)
-                or await pool.fetchval(queued_sql, regs) < o.deliveries
-            ):
-                if time.monotonic() > closed_by:
-                    raise RuntimeError("preclosed: the windows did not close in time")
-                await asyncio.sleep(0.05)
-            await self.meter.sample()
-            aggregate = self.cpu_used(closing, self.meter.snapshot())
-            aggregate["seconds"] = time.perf_counter() - closing_started
-        counters = await self.db_counters(pool, self.db_name)
-        self.meter.db_name = self.db_name
-        await self.meter.sample()
-        before = self.meter.snapshot()
-        started = time.perf_counter()
-        self.profiler.start(f"broker-worker-round{n}", worker.pid, self.profile_seconds)
-        if preclosed:
-            await self.set_paused(False)
-        else:
-            await self.ingest_windows(n)
-
-        async def done() -> bool:
-            return bool(await pool.fetchval(queued_sql, regs) == 0)
-
-        async def progress() -> str:
-            # Where the work waits: resources not yet folded, event objects not yet delivered.
-            windows = await pool.fetchval(windows_sql, PEERS_EVENT)
-            queued = await pool.fetchval(queued_sql, regs)
-            return f", {windows} windows to close, {queued:,} event objects queued"
-
-        sampler = asyncio.create_task(self.sample_waits(self.db_name)) if o.waits else None
-        try:
-            finished_at, stats = await self.until_done("broker", done, started, worker, progress)
-        finally:
-            waits = await self.stop_sampler(sampler)
-        await self.meter.sample()
-        wall = time.perf_counter() - started
-        used = self.cpu_used(before, self.meter.snapshot())
-        self.profiler.wait()
-        for proc in (worker, closer):
-            if proc is not None:
-                proc.stop()
-                self.procs.remove(proc)
-        after = await self.db_counters(pool, self.db_name)
-        side = "broker_preclosed" if preclosed else "broker"
-        result = self.outcome(
-            side,
-            ["broker-worker", "broker-closer", "api0", "postgres"],
-            used,
-            finished_at,
-            stats,
-            wall,
-        )
-        if waits:
-            result["backend_states"] = waits
-        if aggregate:
-            result["closing"] = {
-                "seconds": round(aggregate["seconds"], 2),
-                "windows_per_s": round(self.windows / aggregate["seconds"], 1),
-                "cpu_us_per_event_object": {
-                    k: round(aggregate.get(k, 0.0) * 1e6 / o.deliveries, 1)
-                    for k in ("broker-worker", "broker-closer", "api0", "postgres")
-                },
-            }
-        result["attempts_recorded"] = await pool.fetchval(
-            "SELECT count(*) FROM attempts a JOIN events e ON e.id = a.event_id"
-            " WHERE e.registration_id = ANY($1) AND e.resources[1] LIKE $2",
-            regs,
-            f"core/v1/dda/peers/{n}/%",
-        )
-        result["db_per_delivery"] = {
-            k: round((after.get(k, 0) - counters.get(k, 0)) / o.deliveries, 2) for k in after
-        }
-        return result
-
-    async def pgqueuer_round(self, n: int) -> dict[str, Any]:
-        from pgqueuer import AsyncpgDriver, Queries
-
-        o = self.options
-        assert self.pgq_conn is not None
-        conn = self.pgq_conn
-        queries = Queries(AsyncpgDriver(conn))
-        await queries.clear_queue()
-        await queries.clear_queue_log()
-        await queries.clear_statistics_log()
-        created = datetime.now(UTC)
-        partner = uuid.UUID(self.partners[0]["id"])
-        bodies: list[bytes | None] = []
-        headers: list[dict[str, str] | None] = []
-        for i in range(o.deliveries):
-            k = i % o.registrations
-            event_id = uuid7()
-            bodies.append(
-                event_body(
-                    event_id=event_id,
-                    event_name=PEERS_EVENT,
-                    partner_id=partner,
-                    registration_id=uuid.UUID(self.registrations[k]["id"]),
-                    created_at=created,
-                    previous_attempted_at=None,
-                    resources=[f"core/v1/dda/peers/{n}/{i // o.registrations}"],
-                )
-            )
-            headers.append({"target": f"q{k}", "id": str(event_id)})
-        await self.receiver("POST", "/_reset")
-        consumer = self.spawn(
-            "pgqueuer-consumer",
-            [
-                sys.executable,
-                "-m",
-                "bench.peers.consumer",
-                "--dsn",
-                self.pgq_url,
-                "--targets",
-                str(self.targets_file),
-                "--batch-size",
-                str(o.batch_size),
-                "--concurrency",
-                str(o.concurrency),
-            ],
-            base_env(),
-        )
-        ready_by = time.monotonic() + 60
-        while "consumer ready" not in consumer.tail(5):
-            if not consumer.alive() or time.monotonic() > ready_by:
-                raise RuntimeError(f"pgqueuer consumer did not start:\n{consumer.tail()}")
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
-        counters = await self.db_counters(conn, self.pgq_db_name)
-        self.meter.db_name = self.pgq_db_name
-        await self.meter.sample()
-        before = self.meter.snapshot()
-        started = time.perf_counter()
-        self.profiler.start(f"pgqueuer-consumer-round{n}", consumer.pid, self.profile_seconds)
-        await queries.enqueue(
-            ["webhook"] * o.deliveries, bodies, [0] * o.deliveries, None, None, headers
-        )
-        enqueue_s = time.perf_counter() - started
-
-        async def done() -> bool:
-            return bool(await conn.fetchval("SELECT count(*) FROM pgqueuer") == 0)
-
-        sampler = asyncio.create_task(self.sample_waits(self.pgq_db_name)) if o.waits else None
-        try:
-            finished_at, stats = await self.until_done("pgqueuer", done, started, consumer)
-        finally:
-            waits = await self.stop_sampler(sampler)
-        await self.meter.sample()
-        wall = time.perf_counter() - started
-        used = self.cpu_used(before, self.meter.snapshot())
-        self.profiler.wait()
-        consumer.stop()
-        self.procs.remove(consumer)
-        after = await self.db_counters(conn, self.pgq_db_name)
-        result = self.outcome(
-            "pgqueuer", ["pgqueuer-consumer", "postgres"], used, finished_at, stats, wall
-        )
-        result["enqueue_seconds"] = round(enqueue_s, 3)
-        if waits:
-            result["backend_states"] = waits
-        result["log_statuses"] = {
-            row["status"]: row["count"]
-            for row in await conn.fetch(
-                "SELECT status::text AS status, count(*) FROM pgqueuer_log GROUP BY 1"
-            )
-        }
-        result["db_per_delivery"] = {
-            k: round((after.get(k, 0) - counters.get(k, 0)) / o.deliveries, 2) for k in after
-        }
-        return result
 
     async def ceiling_round(self) -> dict[str, Any]:
         """bench.ceiling (a bare aiohttp client, no database) for the same count."""
@@ -532,12 +246,12 @@ class PeersBench(Bench):
                 for side in sides:
                     say(f"round {n + 1}/{o.rounds}: {side}, {o.deliveries:,} deliveries")
                     if side == "pgqueuer":
-                        result = await self.pgqueuer_round(n)
+                        result = await pgqueuer_round(self, n)
                     else:
                         # Resources of the pre-closed round apart from the plain round's.
                         preclosed = side == "broker_preclosed"
-                        result = await self.broker_round(
-                            n + o.rounds if preclosed else n, preclosed=preclosed
+                        result = await broker_round(
+                            self, n + o.rounds if preclosed else n, preclosed=preclosed
                         )
                     result["round"] = n + 1
                     result["loadavg_1m"] = round(os.getloadavg()[0], 2)
