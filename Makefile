@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-fast test-fault lint bench bench-quick bench-history soak clean browsers
+.PHONY: install serve test test-fast test-fault lint bench bench-quick bench-history bench-peers soak clean browsers
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ bench-quick: $(STAMP)
 # /metrics over a big queue. Not in CI. Sizes: --set history_events=10000000 etc.
 bench-history: $(STAMP)
 	$(BIN)/python -m bench.run --only history_filters,window_drain,metrics_scrape $(BENCH_ARGS)
+
+# Not in CI: broker beside a pgqueuer job queue with an aiohttp worker, the same signed POSTs to
+# the same receiver, alternating rounds (bench/peers/, bench/README.md). Installs the `peers`
+# extra (pgqueuer) into .venv first. PEERS_ARGS="--rounds 2 --deliveries 6400" for a shorter run.
+bench-peers: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,peers]'
+	$(BIN)/python -m bench.peers $(PEERS_ARGS)
 
 # Not in CI: 10 minutes of mixed load with a worker SIGKILLed every minute (bench/soak.py).
 # SOAK_ARGS="--minutes 2" for a shorter run.
