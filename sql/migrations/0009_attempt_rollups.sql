@@ -47,10 +47,22 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         ON c.b = k
 $$;
 
--- Two histograms added bucket by bucket (an upsert into an existing rollup row).
+-- Two histograms added bucket by bucket (an upsert into an existing rollup row). Written out
+-- element by element: a function that is one expression is inlined into the calling query,
+-- where unnest ... array_agg ran a subquery per upserted row (measured: ~15% of the write).
 CREATE FUNCTION broker_latency_add(a integer[], b integer[]) RETURNS integer[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT array_agg(x + y ORDER BY i) FROM unnest(a, b) WITH ORDINALITY AS u(x, y, i)
+    SELECT ARRAY[
+           a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4], a[5] + b[5], a[6] + b[6],
+           a[7] + b[7], a[8] + b[8], a[9] + b[9], a[10] + b[10], a[11] + b[11], a[12] + b[12],
+           a[13] + b[13], a[14] + b[14], a[15] + b[15], a[16] + b[16], a[17] + b[17], a[18] + b[18],
+           a[19] + b[19], a[20] + b[20], a[21] + b[21], a[22] + b[22], a[23] + b[23], a[24] + b[24],
+           a[25] + b[25], a[26] + b[26], a[27] + b[27], a[28] + b[28], a[29] + b[29], a[30] + b[30],
+           a[31] + b[31], a[32] + b[32], a[33] + b[33], a[34] + b[34], a[35] + b[35], a[36] + b[36],
+           a[37] + b[37], a[38] + b[38], a[39] + b[39], a[40] + b[40], a[41] + b[41], a[42] + b[42],
+           a[43] + b[43], a[44] + b[44], a[45] + b[45], a[46] + b[46], a[47] + b[47], a[48] + b[48],
+           a[49] + b[49], a[50] + b[50], a[51] + b[51]
+    ]
 $$;
 
 -- Rollups rebuilt from the attempts table, for one registration or (NULL) all: the backfill
