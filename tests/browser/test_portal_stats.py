@@ -51,6 +51,7 @@ async def test_the_chart_shows_when_the_endpoint_started_failing(
     for i in range(SUCCESS_ROUNDS):  # one window per round: one event object each
         await world.emit([R + str(i)])
         await wait_until(lambda i=i: delivered(i + 1), timeout=15)
+
     async def recorded() -> bool:  # the last result flush committed: nothing moves after
         n = await db.fetchval(
             """SELECT count(*) FROM attempts a JOIN events e ON e.id = a.event_id
