@@ -19,7 +19,7 @@ from aiohttp import web
 from broker.domain import latency
 from broker.store.db import create_pool
 from broker.store.store import DeliveryResult, Store, WindowRules
-from tests.conftest import TEST_KEYS, World, make_world, wait_until
+from tests.conftest import TEST_KEYS, World, make_world, runtime_of, wait_until
 
 R = "core/v1/dda/accounts/"
 WIDTH = {"1h": timedelta(minutes=1), "24h": timedelta(minutes=24), "7d": timedelta(minutes=168)}
@@ -257,3 +257,28 @@ async def test_a_bad_period_is_a_validation_problem(make_client, receiver, query
     assert resp.content_type == "application/problem+json"
     body = await resp.json()
     assert field in [e["field"] for e in body["errors"]]
+
+
+async def test_housekeeping_prunes_rollups_no_period_reads(make_client, receiver, db):
+    client = await make_client()
+    world = await make_world(client)
+    reg = await world.register(receiver.url)
+    rid = uuid.UUID(reg["id"])
+    kept = [(1, timedelta(minutes=90)), (24, timedelta(days=7, hours=12))]
+    gone = [(1, timedelta(hours=3)), (24, timedelta(days=9))]
+    for width, ago in kept + gone:
+        await db.execute(
+            """INSERT INTO attempt_rollups (registration_id, width_minutes, bucket_start,
+                                            success, failure, latency)
+               VALUES ($1, $2::int,
+                       date_bin(make_interval(mins => $2::int), now() - $3::interval,
+                                '1970-01-01 00:00:00+00'),
+                       1, 0, array_fill(0, ARRAY[51]))""",
+            rid,
+            width,
+            ago,
+        )
+    assert await runtime_of(client).store.prune_attempt_rollups() == len(gone)
+    assert await db.fetchval(
+        "SELECT count(*) FROM attempt_rollups WHERE registration_id = $1", rid
+    ) == len(kept)
