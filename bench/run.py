@@ -42,6 +42,7 @@ import asyncpg
 import orjson
 
 from bench import policies
+from bench import stats as bench_stats
 from bench.httpclient import HttpConnection, build_request, percentile
 from bench.isolation import (
     phase_idle_registrations,
@@ -89,6 +90,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "noisy_neighbour_p99_delta_s": ("<=", 0.5),
     "idle_registrations_ratio": (">=", 0.9),
     "workers_scaling_3_to_1": (">=", 2.5),
+    "stats_7d_p99_ms": ("<=", 50),
 }
 PHASES = (
     "ingest_batch",
@@ -104,6 +106,7 @@ PHASES = (
     "rate_limited",
     "idle_registrations",
     "workers_scaling",
+    "stats",
 )
 # make bench-history: apart from make bench, because history_filters loads a large table.
 # --tiny runs them too (at tiny sizes), so CI checks that they work.
@@ -125,6 +128,7 @@ RESULT_KEYS = (
     "noisy_neighbour_p99_delta_s",
     "idle_registrations_ratio",
     "workers_scaling_3_to_1",
+    *bench_stats.RESULT_KEYS,
 )
 HISTORY_KEYS = (
     "history_filters_p99_ms",
@@ -1516,6 +1520,8 @@ class Bench:
                 await timed("fifo_delivery", lambda: policies.fifo_delivery(self, 20_000_000))
             if want("rate_limited"):
                 await timed("rate_limited", lambda: policies.rate_limited(self, 30_000_000))
+            if want("stats"):
+                await timed("stats", lambda: bench_stats.phase_stats(self))
             if want("history_filters"):
                 await timed("history_filters", self.phase_history_filters)
             if want("window_drain"):

@@ -16,6 +16,7 @@ from broker.api import (
     routes_portal,
     routes_registrations,
     routes_service,
+    routes_stats,
 )
 from broker.api.appkeys import (
     ADMIN_TOKEN_HASH,
@@ -57,6 +58,7 @@ def create_app(runtime: Runtime) -> web.Application:
             routes_registrations,
             routes_events,
             routes_portal,
+            routes_stats,
         ):
             app.add_routes(module.routes)
     app.add_routes(routes_service.routes)

@@ -32,6 +32,7 @@ from broker.api.schema import (
     REQUEST_MODELS,
     RESPONSE_MODELS,
     SIGNATURE_PATTERN,
+    STATS_PERIODS,
 )
 from broker.config import Settings
 from broker.domain.states import EVENT_STATUSES
@@ -412,6 +413,7 @@ _REGISTRATION_OPERATIONS = (
     "unpauseRegistration",
     "rotateRegistrationSecret",
     "testRegistration",
+    "getRegistrationStats",
 )
 _EVENT_OPERATIONS = ("getEvent", "listEventAttempts", "resendEvent")
 
@@ -568,6 +570,29 @@ def _partner_paths() -> dict[str, Any]:
                 body_required=False,
                 problems=(404, 409, 429),
                 ok={"200": _response("The outcome of the attempt.", _ref("TestResult"))},
+            ),
+        },
+        base + "/{id}/stats": {
+            "get": _operation(
+                operation_id="getRegistrationStats",
+                summary="Delivery stats over a period, in 60 buckets",
+                description=(
+                    "Attempts by outcome, success rate, latency percentiles and queue depth. "
+                    "Read from per-bucket rollups written with each result: cheap at any "
+                    "volume. A Deleted registration answers 404, as GET does."
+                ),
+                tag="registrations",
+                auth=PARTNER,
+                parameters=[
+                    reg_id,
+                    _query_param(
+                        "period",
+                        "1h (1-minute buckets), 24h (24-minute) or 7d (168-minute); default 24h.",
+                        {"type": "string", "enum": list(STATS_PERIODS), "default": "24h"},
+                    ),
+                ],
+                problems=(404,),
+                ok={"200": _response("The stats.", _ref("RegistrationStats"))},
             ),
         },
         "/webhooks/v1/events": {

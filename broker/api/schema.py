@@ -710,6 +710,57 @@ class TestResult(Response):
     attempt: Attempt
 
 
+# --------------------------------------------------------------------------- stats
+
+STATS_PERIODS = ("1h", "24h", "7d")
+Millis = Annotated[float, Field(ge=0)]
+
+
+class AttemptCounts(Response):
+    success: Annotated[int, Field(ge=0)]
+    failure: Annotated[int, Field(ge=0)]
+
+
+class LatencyPercentiles(Response):
+    """Attempt durations in ms, estimated from log-scale histograms: within 12% of the exact
+    nearest-rank percentile (exact under 5 ms)."""
+
+    p50: Millis
+    p95: Millis
+    p99: Millis
+
+
+class QueueState(Response):
+    pending: Annotated[int, Field(ge=0, description="Event objects waiting for delivery.")]
+    oldest_pending_at: Annotated[
+        Timestamp | None, Field(description="When the oldest of them was created.")
+    ]
+
+
+class StatsBucket(Response):
+    start: Annotated[Timestamp, Field(description="The bucket's start; it lasts 1/60 period.")]
+    success: Annotated[int, Field(ge=0)]
+    failure: Annotated[int, Field(ge=0)]
+    p95_ms: Annotated[Millis | None, Field(description="null when the bucket has no attempts.")]
+
+
+class RegistrationStats(Response):
+    """A registration's delivery attempts over a period, in 60 equal buckets, oldest first;
+    the last is the bucket holding now. Attempts with a real result count (deliveries and test
+    deliveries); an attempt whose worker stopped counts once its late result arrives."""
+
+    period: Literal["1h", "24h", "7d"]
+    attempts: AttemptCounts
+    success_rate: Annotated[
+        float | None, Field(ge=0, le=1, description="success / attempts; null without attempts.")
+    ]
+    latency_ms: Annotated[
+        LatencyPercentiles | None, Field(description="null without attempts in the period.")
+    ]
+    queue: QueueState
+    series: Annotated[list[StatsBucket], Field(min_length=60, max_length=60)]
+
+
 # --------------------------------------------------------------------------- events
 
 
@@ -817,6 +868,11 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Attempt,
     AttemptList,
     TestResult,
+    RegistrationStats,
+    AttemptCounts,
+    LatencyPercentiles,
+    QueueState,
+    StatsBucket,
     Event,
     EventPage,
     PortalLink,

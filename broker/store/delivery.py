@@ -23,6 +23,7 @@ from broker.store.base import StoreBase
 from broker.store.policy_rows import policy_from_row
 from broker.store.queries import Q
 from broker.store.records import ClaimedDelivery, DeliveryResult, DeliveryTarget, open_target
+from broker.store.stats import AttemptToRoll, add_rollups
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,9 @@ class DeliveryQueries(StoreBase):
         reg_ids = sorted({r.registration_id for r in results})
         async with self.pool.acquire() as conn, conn.transaction():
             locked = {r["id"]: r for r in await conn.fetch(Q.lock_for_results, reg_ids)}
+            # Every real attempt counts in the stats, stale ones too (they reached the
+            # receiver); before finish_attempts, which is what tells a duplicate (store/stats).
+            await add_rollups(conn, [_to_roll(r) for r in results])
             finished = await conn.fetch(
                 Q.finish_attempts,
                 [r.event_id for r in results],
@@ -330,6 +334,17 @@ def _reaches_failure_threshold(lock: asyncpg.Record, items: Sequence[DeliveryRes
     if last_ok is not None:
         return bool(len(items) - 1 - last_ok >= threshold)
     return bool(lock["consecutive_failures"] + len(items) >= threshold)
+
+
+def _to_roll(r: DeliveryResult) -> AttemptToRoll:
+    return AttemptToRoll(
+        registration_id=r.registration_id,
+        event_id=r.event_id,
+        attempt_number=r.attempt_number,
+        attempted_at=r.attempted_at,
+        duration_ms=r.duration_ms,
+        success=r.success,
+    )
 
 
 def fold_triggers(current: Status, triggers: Sequence[Trigger | None]) -> Status:

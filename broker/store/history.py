@@ -16,6 +16,7 @@ from broker.store.records import (
     attempt_from_row,
     event_from_row,
 )
+from broker.store.stats import AttemptToRoll, add_rollups
 
 _SMALLEST_UUID = uuid.UUID(int=0)
 
@@ -141,6 +142,22 @@ class HistoryQueries(StoreBase):
                 "Success" if success else "Failed",
                 attempt.attempted_at,
             )
+            outcome = await conn.fetchrow(Q.record_test_outcome, registration_id, success)
+            # After record_test_outcome locked the registration (the flush's lock order) and before
+            # the attempt row (add_rollups skips attempts already recorded).
+            await add_rollups(
+                conn,
+                [
+                    AttemptToRoll(
+                        registration_id=registration_id,
+                        event_id=event_id,
+                        attempt_number=attempt.attempt_number,
+                        attempted_at=attempt.attempted_at,
+                        duration_ms=attempt.duration_ms,
+                        success=success,
+                    )
+                ],
+            )
             await conn.execute(
                 Q.insert_attempts,
                 [event_id],
@@ -151,7 +168,6 @@ class HistoryQueries(StoreBase):
                 [attempt.error],
                 [attempt.response_body],
             )
-            outcome = await conn.fetchrow(Q.record_test_outcome, registration_id, success)
         moved = None
         if outcome is not None and outcome["was"] != outcome["status"]:
             moved = Status(outcome["status"])

@@ -8,7 +8,7 @@ per part of the flow, each in its own module, so that each file stays small and 
 - ``ingest``: group-committed resource events;  - ``windows``: closing windows into events;
 - ``delivery``: claims, leases and results;    - ``history``: the partner events API;
 - ``upkeep``: gauges and housekeeping;       - ``runtime``: admin token, leases, portal links.
-- ``limits``: shared rate-limit buckets.
+- ``limits``: shared rate-limit buckets;       - ``stats``: attempt rollups, per-period stats.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from broker.store.records import (
 )
 from broker.store.registrations import RegistrationQueries
 from broker.store.runtime import RuntimeQueries
+from broker.store.stats import StatsQueries
 from broker.store.upkeep import UpkeepQueries
 from broker.store.windows import WindowQueries
 
@@ -45,6 +46,7 @@ class Store(
     UpkeepQueries,
     RuntimeQueries,
     LimitQueries,
+    StatsQueries,
 ):
     """Every query broker runs, on one pool."""
 

@@ -60,6 +60,9 @@ class Housekeeping:
     async def purge_idempotency_keys(self) -> int:
         return await self._store.purge_idempotency_keys()
 
+    async def prune_attempt_rollups(self) -> int:
+        return await self._store.prune_attempt_rollups()
+
     async def purge_expired_portal_links(self) -> int:
         return await self._store.purge_expired_portal_links()
 
@@ -100,6 +103,7 @@ class Housekeeping:
             (self.discard_orphaned_events, 300),
             (self.purge_idempotency_keys, 3600),
             (self.purge_expired_portal_links, 3600),
+            (self.prune_attempt_rollups, 3600),
         )
         first = datetime.now(UTC) + timedelta(seconds=self._first_run_after)
         for job, seconds in jobs:

@@ -37,6 +37,9 @@ RESULT_KEYS = (
     "noisy_neighbour_p99_delta_s",
     "idle_registrations_ratio",
     "workers_scaling_3_to_1",
+    "stats_7d_p99_ms",
+    "stats_24h_p99_ms",
+    "stats_1h_p99_ms",
 )
 # make bench-history's phases: --tiny runs them too.
 HISTORY_KEYS = (

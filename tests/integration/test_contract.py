@@ -142,6 +142,8 @@ async def exercise(client: TestClient, receiver_url: str, db: Any) -> None:
     await c.post(f"{REG}/{rid}/rotate-secret", json={"graceSeconds": 60}, headers=partner)
     await c.post(f"{REG}/{rid}/rotate-secret", json={"graceSeconds": -1}, headers=partner)
     await c.post(f"{REG}/{rid}/test", headers=partner)
+    await c.get(f"{REG}/{rid}/stats?period=1h", headers=partner)
+    await c.get(f"{REG}/{rid}/stats?period=1y", headers=partner)
     # producer
     item = {"partnerId": created["id"], "eventName": name, "resource": "core/v1/accounts/1"}
     await c.post("/internal/v1/resource-events", json={"events": [item]}, headers=producer)

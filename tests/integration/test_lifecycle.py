@@ -949,6 +949,7 @@ async def test_housekeeping_scheduler_starts_runs_and_stops_cleanly(
                 "discard_orphaned_events",
                 "purge_idempotency_keys",
                 "purge_expired_portal_links",
+                "prune_attempt_rollups",
                 "refresh_gauges",
                 "expire_pending_events",
             }

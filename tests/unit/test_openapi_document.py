@@ -40,6 +40,7 @@ CONTRACT_PATHS: dict[str, set[str]] = {
     REG + "/{id}/unpause": {"post"},
     REG + "/{id}/rotate-secret": {"post"},
     REG + "/{id}/test": {"post"},
+    REG + "/{id}/stats": {"get"},
     "/webhooks/v1/events": {"get"},
     "/webhooks/v1/events/{id}": {"get"},
     "/webhooks/v1/events/{id}/attempts": {"get"},

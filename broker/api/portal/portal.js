@@ -31,6 +31,8 @@
     detailToken: 0,
     regPollTimer: null,
     detailPollTimer: null,
+    statsPollTimer: null,
+    stats: { id: null, period: "24h", token: 0 },
     pollFailing: false,
   };
 
@@ -246,6 +248,10 @@
     applySession(null);
     stopRegPolling();
     stopDetailPolling();
+    stopStatsPolling();
+    state.stats.id = null;
+    $("stats-summary").replaceChildren();
+    $("stats-chart").replaceChildren();
     state.registrations = [];
     state.regRows.clear();
     state.event = null;
@@ -264,7 +270,7 @@
     show($("main-nav"), signedIn);
     show($("sign-out"), signedIn);
     show($("signin"), !signedIn);
-    if (!signedIn) for (const id of ["registrations", "events", "event-detail"]) show($(id), false);
+    if (!signedIn) for (const id of ["registrations", "events", "event-detail", "registration-stats"]) show($(id), false);
   }
 
   function enterApp() {
@@ -283,6 +289,9 @@
     const parts = path.split("/").filter(Boolean);
     if (parts[0] === "events" && parts[1]) return { view: "event", id: decodeURIComponent(parts[1]) };
     if (parts[0] === "events") return { view: "events", params };
+    if (parts[0] === "registrations" && parts[1]) {
+      return { view: "registration", id: decodeURIComponent(parts[1]), period: params.get("period") };
+    }
     return { view: "registrations" };
   }
 
@@ -293,12 +302,14 @@
     show($("registrations"), view === "registrations");
     show($("events"), view === "events");
     show($("event-detail"), view === "event");
-    for (const [id, views] of [["nav-registrations", ["registrations"]], ["nav-events", ["events", "event"]]]) {
+    show($("registration-stats"), view === "registration");
+    for (const [id, views] of [["nav-registrations", ["registrations", "registration"]], ["nav-events", ["events", "event"]]]) {
       if (views.includes(view)) $(id).setAttribute("aria-current", "page");
       else $(id).removeAttribute("aria-current");
     }
     stopRegPolling();
     stopDetailPolling();
+    stopStatsPolling();
     if (view === "registrations") {
       document.title = "Registrations · Partner portal";
       renderRegistrations(state.registrations);
@@ -306,12 +317,15 @@
     } else if (view === "events") {
       document.title = "Events · Partner portal";
       openEvents(state.route.params);
+    } else if (view === "registration") {
+      document.title = "Delivery health · Partner portal";
+      openStats(state.route.id, state.route.period);
     } else {
       document.title = "Event · Partner portal";
       openEventDetail(state.route.id);
     }
     if (moveFocus) {
-      const heading = { registrations: "registrations-heading", events: "events-heading", event: "event-detail-heading" }[view];
+      const heading = { registrations: "registrations-heading", events: "events-heading", event: "event-detail-heading", registration: "stats-heading" }[view];
       $(heading).focus({ preventScroll: false });
     }
   }
@@ -367,18 +381,18 @@
   function stopRegPolling() { clearTimeout(state.regPollTimer); state.regPollTimer = null; }
 
   function actionsFor(status) {
-    if (state.readOnly) return ["events"];
+    if (state.readOnly) return ["stats", "events"];
     const actions = ["edit"];
     if (status === "Active" || status === "Restarting") actions.push("pause");
     if (status === "Paused") actions.push("unpause");
     if (status === "Suspended") actions.push("restart");
-    actions.push("test", "rotate-secret", "events", "delete");
+    actions.push("test", "rotate-secret", "stats", "events", "delete");
     return actions;
   }
 
   const ACTION_LABELS = {
     edit: "Edit", pause: "Pause", unpause: "Unpause", restart: "Restart", test: "Test",
-    "rotate-secret": "Rotate secret", events: "Events", delete: "Delete",
+    "rotate-secret": "Rotate secret", stats: "Health", events: "Events", delete: "Delete",
   };
 
   /** The delivery circuit breaker, shown only while it holds deliveries back (not a status). */
@@ -461,6 +475,7 @@
     const reg = findRegistration(id);
     const action = button.dataset.action;
     if (action === "events") { navigate(`#/events?registrationId=${encodeURIComponent(id)}`); return; }
+    if (action === "stats") { navigate(`#/registrations/${encodeURIComponent(id)}`); return; }
     if (action === "edit") { openEditDialog(reg, button); return; }
     clearAlert();
     button.disabled = true;
@@ -1056,11 +1071,106 @@
 
   // ---------------------------------------------------------------- wiring
 
+  // ---------------------------------------------------------------- registration stats
+
+  const STATS_POLL_MS = 10000;
+  const PERIODS = ["1h", "24h", "7d"];
+  const PERIOD_WORDS = { "1h": "hour", "24h": "24 hours", "7d": "7 days" };
+  const STATUS_HINTS = {
+    Suspended: "Deliveries stopped. Fix the endpoint, then Restart it from the list.",
+    Restarting: "One probe delivery decides whether it becomes Active.",
+    Paused: "Paused by you: events wait in the queue.",
+  };
+
+  function statsPollWanted() { return Boolean(state.key) && state.route.view === "registration" && !document.hidden; }
+
+  function scheduleStatsPoll() {
+    clearTimeout(state.statsPollTimer);
+    state.statsPollTimer = statsPollWanted() ? setTimeout(async () => {
+      state.statsPollTimer = null;
+      if (!statsPollWanted()) return;
+      await loadStats();
+      scheduleStatsPoll();
+    }, STATS_POLL_MS) : null;
+  }
+
+  function stopStatsPolling() { clearTimeout(state.statsPollTimer); state.statsPollTimer = null; }
+
+  function openStats(id, period) {
+    const changed = state.stats.id !== id;
+    state.stats.id = id;
+    state.stats.period = PERIODS.includes(period) ? period : "24h";
+    for (const button of document.querySelectorAll(".period-switch [data-period]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.period === state.stats.period));
+    }
+    if (changed) { $("stats-summary").replaceChildren(); $("stats-chart").replaceChildren(); $("stats-url").textContent = ""; }
+    loadStats().finally(scheduleStatsPoll);
+  }
+
+  async function loadStats() {
+    const { id, period } = state.stats;
+    const token = ++state.stats.token;
+    try {
+      const [reg, stats] = await Promise.all([
+        api("GET", regPath(id)),
+        api("GET", regPath(id, `/stats?period=${period}`)),
+      ]);
+      if (token !== state.stats.token) return;   // a newer request (period switch) won
+      renderStats(reg, stats);
+    } catch (err) {
+      if (token === state.stats.token) showError(err, "Could not load the registration's stats");
+    }
+  }
+
+  function breakerText(breaker) {
+    if (!breaker || breaker.state === "closed") return "closed (not holding deliveries back)";
+    if (breaker.state === "half-open") return "half-open: one probe attempt is in flight";
+    return breaker.nextProbeAt ? `open: held back until ${formatTime(breaker.nextProbeAt)}` : "open: deliveries held back";
+  }
+
+  function statItem(label, ...value) {
+    return el("div", { className: "stat" }, el("dt", {}, label), el("dd", {}, ...value));
+  }
+
+  function renderStats(reg, stats) {
+    $("stats-heading").textContent = reg.description ? `Delivery health: ${reg.description}` : "Delivery health";
+    $("stats-url").textContent = reg.url || "";
+    const a = stats.attempts;
+    const total = a.success + a.failure;
+    const rate = stats.successRate === null ? "–" : `${(stats.successRate * 100).toFixed(stats.successRate === 1 ? 0 : 1)} %`;
+    const lat = stats.latencyMs;
+    const queue = stats.queue;
+    const now = Date.now();
+    $("stats-summary").replaceChildren(
+      statItem("Status", badge("status", String(reg.status || "")),
+        STATUS_HINTS[reg.status] ? el("span", { className: "hint block" }, STATUS_HINTS[reg.status]) : null),
+      statItem("Circuit breaker", el("span", { className: `breaker-text breaker-text-${(reg.breaker && reg.breaker.state) || "closed"}` }, breakerText(reg.breaker))),
+      statItem(`Attempts (last ${PERIOD_WORDS[stats.period]})`,
+        el("span", { className: "count-success" }, `${a.success} succeeded`), " · ",
+        el("span", { className: a.failure ? "count-failure" : "" }, `${a.failure} failed`)),
+      statItem("Success rate", el("span", { className: "big" }, rate)),
+      statItem("Latency p50 / p95 / p99", lat ? `${BrokerStats.formatMs(lat.p50)} / ${BrokerStats.formatMs(lat.p95)} / ${BrokerStats.formatMs(lat.p99)}` : "–"),
+      statItem("Queue", el("span", { className: "big" }, `${queue.pending} pending`),
+        queue.oldestPendingAt
+          ? el("span", { className: "hint block" }, "oldest waiting ", el("time", { dateTime: queue.oldestPendingAt, title: formatTime(queue.oldestPendingAt) }, BrokerStats.age(queue.oldestPendingAt, now)))
+          : el("span", { className: "hint block" }, "nothing waiting")),
+    );
+    $("stats-summary").dataset.total = String(total);
+    $("stats-chart").replaceChildren(BrokerStats.chart(stats));
+  }
+
+  function onPeriodSwitch(event) {
+    const button = event.target.closest("button[data-period]");
+    if (!button || !state.stats.id) return;
+    navigate(`#/registrations/${encodeURIComponent(state.stats.id)}?period=${button.dataset.period}`);
+  }
+
   function onVisibilityChange() {
-    if (document.hidden) { stopRegPolling(); stopDetailPolling(); return; }
+    if (document.hidden) { stopRegPolling(); stopDetailPolling(); stopStatsPolling(); return; }
     if (!state.key) return;
     if (state.route.view === "registrations") refreshRegistrations().finally(scheduleRegPoll);
     else if (state.route.view === "event" && state.event) loadEventDetail(state.event.id).finally(scheduleDetailPoll);
+    else if (state.route.view === "registration") loadStats().finally(scheduleStatsPoll);
   }
 
   function init() {
@@ -1093,6 +1203,7 @@
     $("events-first").addEventListener("click", () => loadEvents(null, 1));
     $("events-body").addEventListener("click", onEventRowClick);
     $("event-resend").addEventListener("click", resendEvent);
+    document.querySelector(".period-switch").addEventListener("click", onPeriodSwitch);
     window.addEventListener("hashchange", () => {
       clearAlert();
       const token = takeLinkToken();   // a link opened in a tab already on the portal
