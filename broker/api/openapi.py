@@ -61,6 +61,11 @@ _PROBLEMS: dict[int, tuple[str, str]] = {
     409: ("Conflict", "The resource's current state does not allow this request."),
     413: ("PayloadTooLarge", "The request body is larger than the server accepts."),
     415: ("UnsupportedMediaType", "The request body is not application/json."),
+    422: (
+        "UnprocessableContent",
+        "The request is well formed but asks for more than one call may do (the detail names "
+        "the count and the limit); nothing changed.",
+    ),
     429: (
         "TooManyRequests",
         "A rate limit or quota is exceeded (the detail names it); retry after Retry-After when "
@@ -414,6 +419,7 @@ _REGISTRATION_OPERATIONS = (
     "rotateRegistrationSecret",
     "testRegistration",
     "getRegistrationStats",
+    "replayRegistration",
 )
 _EVENT_OPERATIONS = ("getEvent", "listEventAttempts", "resendEvent")
 
@@ -538,6 +544,26 @@ def _partner_paths() -> dict[str, Any]:
             "Paused -> Active. Answers 409 when the registration is not Paused.",
             body=_ref("EmptyRequest"),
         ),
+        base + "/{id}/replay": {
+            "post": _operation(
+                operation_id="replayRegistration",
+                summary="Replay a time range of event objects (Pending again)",
+                description=(
+                    "Every event object of the registration created in `[since, until)` whose "
+                    "status is in `status` (default both Failed and Success) becomes Pending "
+                    "with a new round of attempts, in creation order; test.event deliveries "
+                    "are never queued. At most 100000 per call: more answers 422 naming the "
+                    "count, and nothing changes. A Suspended or Paused registration's events "
+                    "wait in its queue until restart or unpause. Deleted answers 409."
+                ),
+                tag="registrations",
+                auth=PARTNER,
+                parameters=[reg_id],
+                body=_ref("ReplayRequest"),
+                problems=(404, 409, 422),
+                ok={"202": _response("Queued again.", _ref("ReplayResult"))},
+            ),
+        },
         base + "/{id}/rotate-secret": {
             "post": _operation(
                 operation_id="rotateRegistrationSecret",

@@ -18,12 +18,15 @@ from broker.api.paging import page_cursor, page_limit, page_of, query_errors
 from broker.api.policy_body import check_secret, merged_policy, names_policy
 from broker.api.problems import Problem, invalid, not_found, too_many_requests
 from broker.api.schema import (
+    REPLAY_MAX_EVENTS,
     EmptyRequest,
     PauseRequest,
     RegistrationCreate,
     RegistrationCreated,
     RegistrationList,
     RegistrationUpdate,
+    ReplayRequest,
+    ReplayResult,
     RestartRequest,
     RotateResult,
     RotateSecretRequest,
@@ -45,6 +48,7 @@ from broker.http.addresses import UrlRefused, validate_callback_url
 from broker.http.sender import send, unreadable_secret
 from broker.store.limits import Bucket
 from broker.store.registrations import StaleRegistration
+from broker.store.replay import ReplayInterrupted, ReplayTooLarge
 
 routes = web.RouteTableDef()
 log = logging.getLogger(__name__)
@@ -56,6 +60,7 @@ _RESTART = adapter(RestartRequest)
 _PAUSE = adapter(PauseRequest)
 _EMPTY = adapter(EmptyRequest)
 _ROTATE = adapter(RotateSecretRequest)
+_REPLAY = adapter(ReplayRequest)
 
 
 async def _check_url(request: web.Request, url: str | None, errors: list[FieldError]) -> str | None:
@@ -136,13 +141,7 @@ async def _get_usable(request: web.Request, action: str) -> Registration:
     if reg is not None:
         return reg
     if await request.app[STORE].registration_status(reg_id, partner_id) is Status.DELETED:
-        raise Problem(
-            409,
-            "Conflict",
-            f"cannot {action} a registration whose status is Deleted",
-            slug="invalid-transition",
-            extra={"currentStatus": Status.DELETED.value},
-        )
+        raise _deleted_conflict(action)
     raise not_found("registration")
 
 
@@ -407,3 +406,59 @@ async def test_registration(request: web.Request) -> web.Response:
             {"success": outcome.success, "event_id": event_id, "attempt": attempt}
         )
     )
+
+
+def _deleted_conflict(action: str) -> Problem:
+    return Problem(
+        409,
+        "Conflict",
+        f"cannot {action} a registration whose status is Deleted",
+        slug="invalid-transition",
+        extra={"currentStatus": Status.DELETED.value},
+    )
+
+
+@routes.post("/webhooks/v1/registrations/{id}/replay")
+async def replay_registration(request: web.Request) -> web.Response:
+    """Its Failed and/or Success event objects of [since, until) are Pending again (202)."""
+    body: ReplayRequest = await read_model(request, _REPLAY)
+    until = body.until or utcnow()
+    if body.since >= until:
+        field = "until" if body.until is not None else "since"
+        message = "must be later than since" if body.until else "must be in the past"
+        raise invalid([FieldError(field=field, message=message)])
+    reg = await _get_usable(request, "replay")
+    try:
+        requeued = await request.app[STORE].replay_events(
+            reg.id,
+            reg.partner_id,
+            since=body.since,
+            until=until,
+            statuses=list(dict.fromkeys(body.status)),
+            limit=REPLAY_MAX_EVENTS,
+        )
+    except ReplayTooLarge as exc:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            f"{exc.count} event objects match; a replay queues at most {exc.limit}: "
+            "narrow since/until or status",
+            slug="replay-too-large",
+            extra={"count": exc.count, "limit": exc.limit},
+        ) from None
+    except ReplayInterrupted as exc:
+        raise Problem(
+            409,
+            "Conflict",
+            f"the registration was deleted during the replay ({exc.requeued} event objects "
+            "had been queued; the delete discarded them with the rest of its queue)",
+            slug="invalid-transition",
+            extra={"currentStatus": Status.DELETED.value},
+        ) from None
+    log.info(
+        "registration %s: %d event objects replayed",
+        reg.id,
+        requeued,
+        extra={"registration_id": reg.id, "partner_id": reg.partner_id},
+    )
+    return json_response(ReplayResult(requeued=requeued), status=202)

@@ -61,6 +61,8 @@ GRACE_SECONDS_DEFAULT = 24 * 3600
 PORTAL_LINK_TTL_MIN = 60
 PORTAL_LINK_TTL_MAX = 7 * 24 * 3600
 PORTAL_LINK_TTL_DEFAULT = 3600
+# The most event objects one replay queues again (the contract's 100000).
+REPLAY_MAX_EVENTS = 100_000
 
 # --------------------------------------------------------------------------- patterns
 
@@ -761,6 +763,39 @@ class RegistrationStats(Response):
     series: Annotated[list[StatsBucket], Field(min_length=60, max_length=60)]
 
 
+# --------------------------------------------------------------------------- replay
+
+ReplayStatus = Literal["Failed", "Success"]
+REPLAY_STATUSES: tuple[ReplayStatus, ...] = ("Failed", "Success")
+
+
+class ReplayRequest(Request):
+    """Which event objects of the registration become Pending again: created in
+    `[since, until)`, in one of `status`."""
+
+    since: Annotated[OccurredAt, Field(description="Created at or after (RFC 3339).")]
+    until: Annotated[
+        OccurredAt | None,
+        Field(description="Created before (RFC 3339); default: the time of the request."),
+    ] = None
+    status: Annotated[
+        list[ReplayStatus],
+        Field(
+            min_length=1,
+            max_length=len(REPLAY_STATUSES),
+            description="Final statuses to replay; default both. Pending events are already "
+            "queued.",
+        ),
+    ] = Field(default_factory=lambda: list(REPLAY_STATUSES))
+
+
+class ReplayResult(Response):
+    requeued: Annotated[
+        int,
+        Field(ge=0, le=REPLAY_MAX_EVENTS, description="Event objects that are Pending again."),
+    ]
+
+
 # --------------------------------------------------------------------------- events
 
 
@@ -845,6 +880,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     PauseRequest,
     EmptyRequest,
     PortalLinkCreate,
+    ReplayRequest,
 )
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Problem,
@@ -877,6 +913,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     EventPage,
     PortalLink,
     PortalSession,
+    ReplayResult,
 )
 # Named string schemas the paths refer to.
 NAMED_TYPES: dict[str, Any] = {"EventName": EventName, "EventTypeFilter": EventTypeFilter}

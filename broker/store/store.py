@@ -9,6 +9,7 @@ per part of the flow, each in its own module, so that each file stays small and 
 - ``delivery``: claims, leases and results;    - ``history``: the partner events API;
 - ``upkeep``: gauges and housekeeping;       - ``runtime``: admin token, leases, portal links.
 - ``limits``: shared rate-limit buckets;       - ``stats``: attempt rollups, per-period stats.
+- ``replay``: requeue a time range.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from broker.store.records import (
     hash_key,
 )
 from broker.store.registrations import RegistrationQueries
+from broker.store.replay import ReplayQueries
 from broker.store.runtime import RuntimeQueries
 from broker.store.stats import StatsQueries
 from broker.store.upkeep import UpkeepQueries
@@ -43,6 +45,7 @@ class Store(
     WindowQueries,
     DeliveryQueries,
     HistoryQueries,
+    ReplayQueries,
     UpkeepQueries,
     RuntimeQueries,
     LimitQueries,

@@ -170,8 +170,12 @@ async def exercise(client: TestClient, receiver_url: str, db: Any) -> None:
     await c.get(f"/webhooks/v1/events/{eid}/attempts", headers=partner)
     await c.post(f"/webhooks/v1/events/{eid}/resend", headers=partner)
     await c.get("/webhooks/v1/event-types", headers=partner)
+    since = {"since": "2026-01-01T00:00:00Z"}
+    await c.post(f"{REG}/{rid}/replay", json={**since, "status": ["Failed"]}, headers=partner)
+    await c.post(f"{REG}/{rid}/replay", json={**since, "status": ["Pending"]}, headers=partner)
     await c.delete(f"{REG}/{rid}", headers=partner)
     await c.post(f"{REG}/{rid}/test", headers=partner)  # 409: Deleted
+    await c.post(f"{REG}/{rid}/replay", json=since, headers=partner)  # 409: Deleted
     # portal links
     links = f"/admin/v1/partners/{created['id']}/portal-links"
     await c.post(links, json={"ttlSeconds": 59}, headers=admin)  # 400

@@ -41,6 +41,7 @@ CONTRACT_PATHS: dict[str, set[str]] = {
     REG + "/{id}/rotate-secret": {"post"},
     REG + "/{id}/test": {"post"},
     REG + "/{id}/stats": {"get"},
+    REG + "/{id}/replay": {"post"},
     "/webhooks/v1/events": {"get"},
     "/webhooks/v1/events/{id}": {"get"},
     "/webhooks/v1/events/{id}/attempts": {"get"},
@@ -68,6 +69,7 @@ SUCCESS = {
     ("post", REG): "201",
     ("delete", REG + "/{id}"): "204",
     ("post", "/webhooks/v1/events/{id}/resend"): "202",
+    ("post", REG + "/{id}/replay"): "202",
     ("post", "/admin/v1/partners/{id}/portal-links"): "201",
     ("delete", "/admin/v1/partners/{id}/portal-links"): "204",
 }
