@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from broker.domain.states import Status
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# The worker loops whose due work and heartbeats /metrics reports.
+WORKER_ROLES = ("delivery", "aggregator")
 
 RESOURCE_EVENTS_INGESTED = Counter(
     "broker_resource_events_ingested_total", "Resource events durably accepted", registry=REGISTRY
@@ -65,6 +67,23 @@ BREAKERS = Gauge(
     ["state"],
     registry=REGISTRY,
 )
+OLDEST_DUE_AGE = Gauge(
+    "broker_oldest_due_age_seconds",
+    "Per worker role, how long the oldest due work has waited for a worker: delivery, the "
+    "registration longest due for a claim; aggregator, the window longest past its close time "
+    "(or operational event waiting to be windowed). Near 0 while workers keep up; it grows "
+    "when none runs",
+    ["role"],
+    registry=REGISTRY,
+)
+WORKER_LAST_CLAIM = Gauge(
+    "broker_worker_last_claim_timestamp_seconds",
+    "Per worker process and role, the unix time of its last claim (one that found nothing "
+    "counts: an idle worker is alive), from worker_heartbeats; alert on time() minus the "
+    "newest per role",
+    ["process", "role"],
+    registry=REGISTRY,
+)
 GAUGES_AGE = Gauge(
     "broker_gauges_age_seconds",
     "Age of the snapshot the database-wide gauges come from (-1: none taken yet); a value far "
@@ -77,6 +96,8 @@ GAUGES_AGE.set(-1)
 # the first failure or transition ever happens.
 for _outcome in ("success", "failure"):
     ATTEMPTS.labels(outcome=_outcome)
+for _role in WORKER_ROLES:
+    OLDEST_DUE_AGE.labels(role=_role)
 for _state in ("closed", "open", "half-open"):
     BREAKERS.labels(state=_state)
 for _status in Status:

@@ -11,6 +11,7 @@ admin token (env, or the database's)       yes    yes     yes
 outbound HTTP session (test deliveries)    yes    yes     yes
 ingest group commit                        yes    --      yes
 LISTEN connections, aggregator, delivery   --     yes     yes
+worker heartbeats (worker_heartbeats)      --     yes     yes
 housekeeping (only while leader)           --     yes     yes
 HTTP routes                                all    service all
 =========================================  =====  ======  =====
@@ -52,6 +53,7 @@ from broker.store.records import hash_key, new_api_key
 from broker.store.store import Store, WindowRules
 from broker.workers.aggregator import Aggregator
 from broker.workers.delivery import DeliveryWorker
+from broker.workers.heartbeat import Heartbeat
 from broker.workers.housekeeping import HousekeepingLeader
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ class Runtime:
     aggregator: Aggregator | None = None
     delivery: DeliveryWorker | None = None
     housekeeping: HousekeepingLeader | None = None
+    heartbeat: Heartbeat | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     failed: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -151,6 +154,9 @@ class Runtime:
         )
         self.delivery = DeliveryWorker(store, settings, self.session)
         self.housekeeping = HousekeepingLeader(store, settings, holder=self.name)
+        self.heartbeat = Heartbeat(store, self.name)
+        self.delivery.on_claim = self.heartbeat.beater("delivery")
+        self.aggregator.on_claim = self.heartbeat.beater("aggregator")
         # Ingest notifies when it opens or fills a window, the store when events become due:
         # the loops look at once rather than after their poll interval.
         for channel, wake in (
@@ -163,6 +169,7 @@ class Runtime:
         self.spawn("aggregator", self.aggregator.run(self.stopping))
         self.spawn("delivery", self.delivery.run(self.stopping))
         self.spawn("housekeeping", self.housekeeping.run(self.stopping))
+        self.spawn("heartbeat", self.heartbeat.run(self.stopping))
         stack.push_async_callback(self._join)
 
 

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -216,5 +216,10 @@ class GaugeSnapshot:
     registrations_by_status: dict[str, int]
     # Registrations with delivery state, by breaker state (closed / open / half-open).
     breakers: dict[str, int]
+    # Per worker role (delivery, aggregator): how long the oldest due work has waited for a
+    # worker. A default, so a snapshot stored before it existed still reads.
+    oldest_due_age_seconds: dict[str, float] = field(
+        default_factory=lambda: {"delivery": 0.0, "aggregator": 0.0}
+    )
     # Seconds since the snapshot was taken (0 for one just computed).
     age_seconds: float = 0.0

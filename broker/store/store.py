@@ -9,7 +9,7 @@ per part of the flow, each in its own module, so that each file stays small and 
 - ``delivery``: claims, leases and results;    - ``history``: the partner events API;
 - ``upkeep``: gauges and housekeeping;       - ``runtime``: admin token, leases, portal links.
 - ``limits``: shared rate-limit buckets;       - ``stats``: attempt rollups, per-period stats.
-- ``replay``: requeue a time range.
+- ``replay``: requeue a time range;          - ``heartbeats``: worker liveness for /metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 from broker.domain.windows import WindowRules
 from broker.store.catalog import CatalogQueries
 from broker.store.delivery import DeliveryQueries
+from broker.store.heartbeats import HeartbeatQueries
 from broker.store.history import HistoryQueries
 from broker.store.ingest import IngestQueries
 from broker.store.limits import LimitQueries
@@ -47,6 +48,7 @@ class Store(
     HistoryQueries,
     ReplayQueries,
     UpkeepQueries,
+    HeartbeatQueries,
     RuntimeQueries,
     LimitQueries,
     StatsQueries,

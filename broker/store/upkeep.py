@@ -23,6 +23,7 @@ class UpkeepQueries(StoreBase):
             queue = await conn.fetch(Q.gauge_queue)
             regs = await conn.fetch(Q.gauge_registrations)
             breakers = await conn.fetch(Q.gauge_breakers)
+            oldest_due = await conn.fetchrow(Q.gauge_oldest_due)
         by_status = {s.value: 0 for s in Status}
         by_status.update({r["status"]: r["n"] for r in regs})
         depth = {s.value: 0 for s in Status}
@@ -37,6 +38,10 @@ class UpkeepQueries(StoreBase):
             registrations_by_status=by_status,
             breakers={"closed": 0, "open": 0, "half-open": 0}
             | {r["state"]: r["n"] for r in breakers},
+            oldest_due_age_seconds={
+                "delivery": max(oldest_due["delivery"], 0.0),
+                "aggregator": max(oldest_due["aggregator"], 0.0),
+            },
         )
 
     async def refresh_gauge_snapshot(self) -> GaugeSnapshot:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from broker import metrics
 from broker.store.store import Store, WindowRules
@@ -26,6 +27,8 @@ class Aggregator:
         self._rules = rules
         self._poll = poll_interval
         self.wake = asyncio.Event()
+        # Called after every pass that reached the database (the heartbeat, a note in memory).
+        self.on_claim: Callable[[], None] = lambda: None
 
     async def run_once(self) -> int:
         """Close every window due now; returns the event objects created."""
@@ -41,6 +44,7 @@ class Aggregator:
             metrics.EVENTS_CREATED.inc(result.created)
             created_total += result.created
             if result.claimed < BATCH:
+                self.on_claim()
                 return created_total
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -69,6 +69,9 @@ class DeliveryWorker:
         self._flusher: asyncio.Task[None] | None = None
         self._defaults = policy_defaults(settings)
         self._longest_timeout = settings.delivery_timeout_seconds
+        # Called after every claim that reached the database, and every turn with all slots
+        # busy: the process's heartbeat (broker/workers/heartbeat.py), a note in memory.
+        self.on_claim: Callable[[], None] = lambda: None
 
     @property
     def in_flight(self) -> int:
@@ -85,6 +88,7 @@ class DeliveryWorker:
         fast_free = max(self._fast_slots - self._in_lane[False], 0)
         slow_free = max(self._slow_slots - self._in_lane[True], 0)
         if fast_free + slow_free == 0:
+            self.on_claim()  # busy, not stuck
             return 0
         claimed = await self._store.claim_deliveries(
             limit=min(fast_free + slow_free, self._settings.delivery_batch_size),
@@ -95,6 +99,7 @@ class DeliveryWorker:
             slow_slots=slow_free,
             timeout_seconds=self._settings.delivery_timeout_seconds,
         )
+        self.on_claim()
         if not claimed:
             return 0
         for item in claimed:

@@ -26,7 +26,17 @@ async def load_gauges(store: Store) -> GaugeSnapshot | None:
         metrics.GAUGES_AGE.set(-1)
     else:
         publish(snapshot)
+    await load_heartbeats(store)
     return snapshot
+
+
+async def load_heartbeats(store: Store) -> None:
+    """The workers' heartbeats, read at every scrape (one row per worker process and role):
+    they must not depend on housekeeping, which runs in the workers they watch."""
+    beats = await store.read_heartbeats()
+    metrics.WORKER_LAST_CLAIM.clear()  # a pruned process's series ends
+    for beat in beats:
+        metrics.WORKER_LAST_CLAIM.labels(process=beat.process, role=beat.role).set(beat.last_claim)
 
 
 def publish(snapshot: GaugeSnapshot) -> None:
@@ -39,4 +49,6 @@ def publish(snapshot: GaugeSnapshot) -> None:
         metrics.REGISTRATIONS_BY_STATUS.labels(status=status).set(count)
     for state, count in snapshot.breakers.items():
         metrics.BREAKERS.labels(state=state).set(count)
+    for role, age in snapshot.oldest_due_age_seconds.items():
+        metrics.OLDEST_DUE_AGE.labels(role=role).set(age)
     metrics.GAUGES_AGE.set(snapshot.age_seconds)

@@ -1,6 +1,7 @@
 """Periodic housekeeping on APScheduler 3: retention, expired secrets, stale leases, the queued
 events of deleted registrations, old idempotency keys, expired portal links, event objects
-Pending past BROKER_PENDING_TTL_DAYS, and the /metrics gauge snapshot.
+Pending past BROKER_PENDING_TTL_DAYS, heartbeats of worker processes gone for an hour, and the
+/metrics gauge snapshot.
 
 The jobs run in one process of the cluster at a time: :class:`HousekeepingLeader` holds a lease
 row in PostgreSQL (``leader_leases``), renews it every third of its length, and runs the
@@ -80,6 +81,11 @@ class Housekeeping:
         await refresh_gauges(self._store)
         return 1
 
+    async def prune_heartbeats(self) -> int:
+        from broker.workers.heartbeat import PRUNE_AFTER_SECONDS
+
+        return await self._store.prune_heartbeats(PRUNE_AFTER_SECONDS)
+
     async def discard_orphaned_events(self) -> int:
         discarded = await self._store.discard_orphaned_events()
         if discarded:
@@ -104,6 +110,7 @@ class Housekeeping:
             (self.purge_idempotency_keys, 3600),
             (self.purge_expired_portal_links, 3600),
             (self.prune_attempt_rollups, 3600),
+            (self.prune_heartbeats, 600),
         )
         first = datetime.now(UTC) + timedelta(seconds=self._first_run_after)
         for job, seconds in jobs:

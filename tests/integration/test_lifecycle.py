@@ -950,6 +950,7 @@ async def test_housekeeping_scheduler_starts_runs_and_stops_cleanly(
                 "purge_idempotency_keys",
                 "purge_expired_portal_links",
                 "prune_attempt_rollups",
+                "prune_heartbeats",
                 "refresh_gauges",
                 "expire_pending_events",
             }
