@@ -386,12 +386,12 @@
     if (status === "Active" || status === "Restarting") actions.push("pause");
     if (status === "Paused") actions.push("unpause");
     if (status === "Suspended") actions.push("restart");
-    actions.push("test", "rotate-secret", "stats", "events", "delete");
+    actions.push("test", "replay", "rotate-secret", "stats", "events", "delete");
     return actions;
   }
 
   const ACTION_LABELS = {
-    edit: "Edit", pause: "Pause", unpause: "Unpause", restart: "Restart", test: "Test",
+    edit: "Edit", pause: "Pause", unpause: "Unpause", restart: "Restart", test: "Test", replay: "Replay",
     "rotate-secret": "Rotate secret", stats: "Health", events: "Events", delete: "Delete",
   };
 
@@ -477,6 +477,7 @@
     if (action === "events") { navigate(`#/events?registrationId=${encodeURIComponent(id)}`); return; }
     if (action === "stats") { navigate(`#/registrations/${encodeURIComponent(id)}`); return; }
     if (action === "edit") { openEditDialog(reg, button); return; }
+    if (action === "replay") { openReplay(reg); return; }
     clearAlert();
     button.disabled = true;
     try {
@@ -520,6 +521,7 @@
     show($("secret-panel"), false);
     $("secret-value").value = "";
     show($("test-result"), false);
+    show($("replay-panel"), false);
   }
 
   function showSecret(secret, context) {
@@ -560,6 +562,51 @@
     show(panel, true);
     $("test-result-heading").focus();
     announce(result && result.success ? "Test delivery succeeded." : "Test delivery failed.");
+  }
+
+  // ---------------------------------------------------------------- replay
+
+  /** The Replay panel for one registration: from / until (local time) and statuses. */
+  function openReplay(reg) {
+    const panel = $("replay-panel");
+    panel.dataset.registrationId = reg.id;
+    $("replay-context").textContent =
+      `Event objects of ${regLabel(reg)} created in this range, with these statuses, are queued again for delivery (at most 100000 per replay).`;
+    if (!$("replay-since").value) $("replay-since").value = isoToLocalInput(new Date(Date.now() - 86400000).toISOString());
+    const result = $("replay-result");
+    result.textContent = "";
+    delete result.dataset.outcome;
+    show(panel, true);
+    $("replay-heading").focus();
+  }
+
+  async function submitReplay(event) {
+    event.preventDefault();
+    const id = $("replay-panel").dataset.registrationId;
+    const result = $("replay-result");
+    const body = {
+      since: localInputToIso($("replay-since").value),
+      status: ["replay-status-failed", "replay-status-success"].filter((b) => $(b).checked).map((b) => $(b).value),
+    };
+    const until = localInputToIso($("replay-until").value);
+    if (until) body.until = until;
+    const button = $("replay-submit");
+    button.disabled = true;
+    result.textContent = "";
+    try {
+      const answer = await api("POST", regPath(id, "/replay"), body);
+      const n = answer.requeued;
+      result.dataset.outcome = "ok";
+      result.textContent = `${n} event object${n === 1 ? "" : "s"} queued again.`;
+      announce(result.textContent);
+    } catch (err) {
+      const problem = (err && err.problem) || {};
+      const fields = Array.isArray(problem.errors) ? problem.errors.map((e) => `${e.field}: ${e.message}`) : [];
+      result.dataset.outcome = "error";
+      result.textContent = [problem.detail || String((err && err.message) || err), ...fields].join(" — ");
+    } finally {
+      button.disabled = false;
+    }
   }
 
   function parseEventTypes(text) {
@@ -1195,6 +1242,8 @@
       $("registrations-heading").focus();
     });
     $("test-result-dismiss").addEventListener("click", () => { show($("test-result"), false); $("registrations-heading").focus(); });
+    $("replay-form").addEventListener("submit", submitReplay);
+    $("replay-dismiss").addEventListener("click", () => { show($("replay-panel"), false); $("registrations-heading").focus(); });
     $("events-filter").addEventListener("submit", applyFilters);
     $("filter-clear").addEventListener("click", () => navigate("#/events"));
     $("events-next").addEventListener("click", () => {
