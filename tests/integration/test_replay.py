@@ -8,9 +8,12 @@ about created_at, which a test cannot steer through ingest.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import asyncpg
 
 from broker.domain.ids import uuid7
 from tests.conftest import make_world, runtime_of, wait_until
@@ -264,3 +267,40 @@ async def test_bad_bodies_are_400_naming_the_field(client, db, receiver):
     )
     assert resp.status == 400
     assert await statuses(db, ids) == ["Failed"]
+
+
+async def test_a_delete_during_the_replay_stops_it_with_409(client, db, db_url, receiver):
+    world = await make_world(client)
+    reg = await world.register(receiver.url)
+    ids = await insert_history(db, world, reg["id"], [("Failed", BASE)] * 3)
+    # Hold the registration's row lock, as a concurrent DELETE does: the replay's first batch
+    # waits for it (lock_registrations_of_events), and the delete commits meanwhile.
+    deleter = await asyncpg.connect(db_url)
+    try:
+        tx = deleter.transaction()
+        await tx.start()
+        await deleter.execute(
+            "SELECT 1 FROM registrations WHERE id = $1::uuid FOR UPDATE", reg["id"]
+        )
+        replaying = asyncio.create_task(replay(world, reg["id"], {"since": iso(BASE)}))
+
+        async def replay_waits() -> bool:
+            waiting = await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return bool(waiting)
+
+        await wait_until(replay_waits)
+        await deleter.execute(
+            "UPDATE registrations SET status = 'Deleted', deleted_at = now() WHERE id = $1::uuid",
+            reg["id"],
+        )
+        await tx.commit()
+    finally:
+        await deleter.close()
+    status, body = await replaying
+    assert status == 409, body
+    assert body["currentStatus"] == "Deleted" and "during the replay" in body["detail"]
+    assert await statuses(db, ids) == ["Failed"] * 3
+    assert await db.fetchval("SELECT count(*) FROM delivery_queue") == 0
