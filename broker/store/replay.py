@@ -30,8 +30,9 @@ from broker.domain.ids import utcnow
 from broker.store.base import StoreBase
 from broker.store.queries import Q
 
-# Event objects per transaction. Measured with bench/replay.py: a batch of 2000 commits in
-# about 40-80 ms on a laptop, the longest a flush of this registration waits for it.
+# Event objects per transaction. Measured with bench/replay.py (bench/README.md): a batch of
+# 2000 takes about 150 ms on a loaded 2-core machine, the longest a result flush holding one of
+# this registration's results waits; 500 was slower overall, 20000 doubled the stall.
 REPLAY_BATCH = 2000
 _SMALLEST_UUID = uuid.UUID(int=0)
 
