@@ -84,3 +84,38 @@ def test_bench_runner_prints_every_result_as_json_on_its_last_line(
         assert details[phase]["bad_signatures"] == 0, phase
     assert details["fifo_delivery"]["complete"]
     assert result["fifo_out_of_order"] == 0
+
+
+@pytest.mark.timeout(180)
+def test_replay_bench_prints_its_figures_as_json_on_its_last_line(
+    tmp_path: Path, base_database_url: str
+) -> None:
+    out = tmp_path / "replay.json"
+    env = {**os.environ, "BROKER_BENCH_DATABASE_URL": base_database_url}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.replay",
+            "--events",
+            "300",
+            "--drain-seconds",
+            "30",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text()) == result
+    assert result["replay_requeued"] == 300
+    assert result["replay_drain_delivered"] == 300  # every replayed event arrived again
+    assert result["other_missing"] == 0
+    # (300 replay in less than one 0.25 s emit interval: "during_replay" has no sample here)
+    for key in ("replay_seconds", "other_p99_lateness_s_before"):
+        assert isinstance(result[key], int | float), (key, result[key])
