@@ -322,6 +322,16 @@ class Problem(BaseModel):
         alias="currentStatus",
         description="With a 409 `invalid-transition`: the registration's status now.",
     )
+    count: int | None = Field(
+        default=None,
+        ge=0,
+        description="With a 422 `replay-too-large`: how many event objects the replay matched.",
+    )
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="With a 422 `replay-too-large`: the most one replay queues.",
+    )
 
 
 class ValidationProblem(Problem):
