@@ -223,3 +223,16 @@ class GaugeSnapshot:
     )
     # Seconds since the snapshot was taken (0 for one just computed).
     age_seconds: float = 0.0
+
+    @classmethod
+    def zero(cls, *, age_seconds: float = 0.0) -> GaugeSnapshot:
+        """Every series at 0: what a count with no rows reads, and what /metrics serves
+        before the first refresh (with age -1), instead of whatever the process held."""
+        return cls(
+            queue_depth={s.value: 0 for s in Status},
+            oldest_pending_age_seconds={s.value: 0.0 for s in Status},
+            delivery_lag_seconds=0.0,
+            registrations_by_status={s.value: 0 for s in Status},
+            breakers={"closed": 0, "open": 0, "half-open": 0},
+            age_seconds=age_seconds,
+        )

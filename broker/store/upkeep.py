@@ -24,20 +24,19 @@ class UpkeepQueries(StoreBase):
             regs = await conn.fetch(Q.gauge_registrations)
             breakers = await conn.fetch(Q.gauge_breakers)
             oldest_due = await conn.fetchrow(Q.gauge_oldest_due)
-        by_status = {s.value: 0 for s in Status}
-        by_status.update({r["status"]: r["n"] for r in regs})
-        depth = {s.value: 0 for s in Status}
-        depth.update({r["registration_status"]: r["depth"] for r in queue})
-        oldest = {s.value: 0.0 for s in Status}
-        oldest.update({r["registration_status"]: r["oldest_age"] for r in queue})
+        zero = GaugeSnapshot.zero()
+        depth = zero.queue_depth | {r["registration_status"]: r["depth"] for r in queue}
+        oldest = zero.oldest_pending_age_seconds | {
+            r["registration_status"]: r["oldest_age"] for r in queue
+        }
         lag = next((r["due_lag"] for r in queue if r["registration_status"] == Status.ACTIVE), 0.0)
         return GaugeSnapshot(
             queue_depth=depth,
             oldest_pending_age_seconds=oldest,
             delivery_lag_seconds=lag,
-            registrations_by_status=by_status,
-            breakers={"closed": 0, "open": 0, "half-open": 0}
-            | {r["state"]: r["n"] for r in breakers},
+            registrations_by_status=zero.registrations_by_status
+            | {r["status"]: r["n"] for r in regs},
+            breakers=zero.breakers | {r["state"]: r["n"] for r in breakers},
             oldest_due_age_seconds={
                 "delivery": max(oldest_due["delivery"], 0.0),
                 "aggregator": max(oldest_due["aggregator"], 0.0),

@@ -22,10 +22,8 @@ async def refresh_gauges(store: Store) -> GaugeSnapshot:
 
 async def load_gauges(store: Store) -> GaugeSnapshot | None:
     snapshot = await store.read_gauge_snapshot()
-    if snapshot is None:
-        metrics.GAUGES_AGE.set(-1)
-    else:
-        publish(snapshot)
+    # Before the first refresh: zeros and age -1, not values this process held from before.
+    publish(snapshot if snapshot is not None else GaugeSnapshot.zero(age_seconds=-1))
     await load_heartbeats(store)
     return snapshot
 
