@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 REFUSED_DATA = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 # Waiting for the next ready row to fall due never spins faster than this.
 MIN_CLAIM_INTERVAL = 0.002
+# A ready row that is due but was locked by another worker when this one claimed: how soon to
+# look again (that worker's outcome wakes only itself).
+DUE_RECHECK_INTERVAL = 0.02
 # The slow lane gets 1/SLOW_LANE_SHARE of a worker's slots.
 SLOW_LANE_SHARE = 4
 
@@ -308,6 +311,8 @@ class DeliveryWorker:
             return poll
         if due_in is None:
             return poll
+        if due_in <= 0:  # due, but held by another worker's claim or flush: look again soon
+            return min(poll, DUE_RECHECK_INTERVAL)
         return min(poll, max(MIN_CLAIM_INTERVAL, due_in))
 
     async def _drain(self) -> None:

@@ -181,11 +181,13 @@ JOIN ready ON ready.registration_id = c.registration_id;
 
 -- name: next_delivery_due_in
 -- Seconds until the next ready row falls due (a retry, a rate limit's tokens, a breaker's
--- probe): an idle worker sleeps that long at most. Rows already due are left out: the claim
--- just visited them or another worker holds them, and a recorded result or NOTIFY wakes the
--- worker for those. An index lookup on delivery_ready_due.
-SELECT extract(epoch FROM next_due_at - now())::float8 FROM delivery_ready
-WHERE next_due_at > now() AND next_due_at < 'infinity'
+-- probe): an idle worker sleeps that long at most. 0 when one is due already: the claim that
+-- just ran skipped it because another worker held its lock (claiming it, or recording its
+-- results), and only that worker would be woken by the outcome, so the caller looks again
+-- shortly instead of sleeping a poll interval (measured: a rate-limited registration sat due
+-- for up to a second, and got 123/s of its 200/s). An index lookup on delivery_ready_due.
+SELECT greatest(extract(epoch FROM next_due_at - now())::float8, 0) FROM delivery_ready
+WHERE next_due_at < 'infinity'
 ORDER BY next_due_at
 LIMIT 1;
 
