@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -93,6 +94,9 @@ class DeliveryWorker:
         if fast_free + slow_free == 0:
             self.on_claim()  # busy, not stuck
             return 0
+        # Taken before the claim's transaction starts (its now() is each attempt's attemptedAt),
+        # so attemptedAt + the time since is never before the attempt really ended.
+        claim_started = time.monotonic()
         claimed = await self._store.claim_deliveries(
             limit=min(fast_free + slow_free, self._settings.delivery_batch_size),
             per_registration=self._settings.delivery_per_registration,
@@ -106,7 +110,7 @@ class DeliveryWorker:
         if not claimed:
             return 0
         for item in claimed:
-            task = asyncio.create_task(self._deliver(item))
+            task = asyncio.create_task(self._deliver(item, claim_started))
             self._inflight[item.id] = task
             self._in_lane[item.slow] += 1
             task.add_done_callback(self._on_done(item.id, item.slow))
@@ -120,7 +124,7 @@ class DeliveryWorker:
 
         return done
 
-    async def _deliver(self, item: ClaimedDelivery) -> None:
+    async def _deliver(self, item: ClaimedDelivery, claim_started: float) -> None:
         target = item.target
         body = event_body(
             event_id=item.id,
@@ -167,7 +171,10 @@ class DeliveryWorker:
             jitter=self._settings.retry_jitter,
             retry_after=outcome.retry_after,
         )
-        finished_at = item.attempted_at + timedelta(milliseconds=outcome.duration_ms)
+        # The retry delay counts from the attempt's end: the claim, the wait for the event loop
+        # and the request itself (under load the first two took 50 ms, and a retry went out
+        # that much before its delay had passed since the receiver's answer).
+        finished_at = item.attempted_at + timedelta(seconds=time.monotonic() - claim_started)
         self._results.append(
             DeliveryResult(
                 event_id=item.id,
