@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from broker.api.app import create_app
 from broker.config import Settings
 from broker.crypto import KeyRing
 from broker.runtime import Runtime, running
-from broker.store.db import embedded_database_url, migrate
+from broker.store.db import MIGRATIONS_DIR, embedded_database_url, migrate
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 # The key ring every test app and `broker` subprocess shares (a fixed key, so that a process a
@@ -102,6 +103,26 @@ async def scratch_database(
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+def migrations_before(version: str, into: Path) -> Path:
+    """The migrations older than ``version``, copied into ``into``: a database migrated from
+    there is what the release before ``version`` made (upgrade-in-place tests)."""
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        if path.name[:4] < version:
+            shutil.copy(path, into / path.name)
+    return into
+
+
+@pytest.fixture
+async def migration_conn(base_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a new, empty database that an upgrade test migrates step by step."""
+    async with scratch_database(base_database_url, prefix="broker_m") as url:
+        connection = await asyncpg.connect(url)
+        try:
+            yield connection
+        finally:
+            await connection.close()
 
 
 @pytest.fixture

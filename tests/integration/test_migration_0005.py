@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from pathlib import Path
 
 import asyncpg
 
-from broker.store.db import MIGRATIONS_DIR, migrate
-from tests.conftest import scratch_database
+from broker.store.db import migrate
+from tests.conftest import migrations_before, scratch_database
 
 
 async def test_0005_adds_runtime_tables_and_keeps_every_existing_row(
     base_database_url: str, tmp_path: Path
 ):
-    before = tmp_path / "before"
-    before.mkdir()
-    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
-        if path.name < "0005":
-            shutil.copy(path, before / path.name)
+    before = migrations_before("0005", tmp_path)
     async with scratch_database(base_database_url, prefix="broker_m5") as url:
         conn = await asyncpg.connect(url)
         try:

@@ -8,59 +8,41 @@ counter starts from the old one, and the contract's ranges hold as constraints.
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 
-from broker.store.db import MIGRATIONS_DIR, migrate
-from tests.conftest import scratch_database
+from broker.store.db import migrate
+from tests.conftest import migrations_before
 
 VERSION = "0007"
 
 
-@pytest.fixture
-async def conn(base_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    async with scratch_database(base_database_url, prefix="broker_m7") as url:
-        connection = await asyncpg.connect(url)
-        yield connection
-        await connection.close()
-
-
-def migrations_before(tmp_path: Path) -> Path:
-    for path in MIGRATIONS_DIR.glob("*.sql"):
-        if path.name[:4] < VERSION:
-            shutil.copy(path, tmp_path / path.name)
-    return tmp_path
-
-
-async def test_0007_keeps_registrations_and_defaults_every_policy_field(conn, tmp_path):
-    await migrate(conn, migrations_before(tmp_path))
+async def test_0007_keeps_registrations_and_defaults_every_policy_field(migration_conn, tmp_path):
+    await migrate(migration_conn, migrations_before(VERSION, tmp_path))
     partner, reg, event = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    await conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
-    await conn.execute(
+    await migration_conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
+    await migration_conn.execute(
         """INSERT INTO registrations (id, partner_id, url, event_types, secret_sealed,
                                       failure_count)
            VALUES ($1, $2, 'https://example.com/hook', '{Core.*}', 'whsec_x'::bytea, 3)""",
         reg,
         partner,
     )
-    await conn.execute(
+    await migration_conn.execute(
         """INSERT INTO events (id, partner_id, registration_id, event_name, resources)
            VALUES ($1, $2, $3, 'Core.Account.Opened', '{a/1}')""",
         event,
         partner,
         reg,
     )
-    before = dict(await conn.fetchrow("SELECT * FROM registrations WHERE id = $1", reg))
+    before = dict(await migration_conn.fetchrow("SELECT * FROM registrations WHERE id = $1", reg))
 
-    applied = await migrate(conn)
+    applied = await migrate(migration_conn)
     assert any(name.startswith(VERSION) for name in applied)
 
-    after = dict(await conn.fetchrow("SELECT * FROM registrations WHERE id = $1", reg))
+    after = dict(await migration_conn.fetchrow("SELECT * FROM registrations WHERE id = $1", reg))
     assert {k: after[k] for k in before} == before
     added = {k: v for k, v in after.items() if k not in before}
     added["extra_headers"] = json.loads(added["extra_headers"])  # jsonb arrives as text here
@@ -77,7 +59,7 @@ async def test_0007_keeps_registrations_and_defaults_every_policy_field(conn, tm
         "extra_headers": {},
         "consecutive_failures": 3,  # starts from failure_count
     }
-    assert await conn.fetchval("SELECT count(*) FROM events WHERE id = $1", event) == 1
+    assert await migration_conn.fetchval("SELECT count(*) FROM events WHERE id = $1", event) == 1
 
 
 @pytest.mark.parametrize(
@@ -98,20 +80,20 @@ async def test_0007_keeps_registrations_and_defaults_every_policy_field(conn, tm
         "extra_headers = '[]'",
     ],
 )
-async def test_0007_constraints_refuse_values_outside_the_contract(conn, assignment):
-    await migrate(conn)
+async def test_0007_constraints_refuse_values_outside_the_contract(migration_conn, assignment):
+    await migrate(migration_conn)
     partner, reg = uuid.uuid4(), uuid.uuid4()
-    await conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
-    await conn.execute(
+    await migration_conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
+    await migration_conn.execute(
         """INSERT INTO registrations (id, partner_id, url, event_types, secret_sealed)
            VALUES ($1, $2, 'https://example.com/hook', '{*}', 'whsec_x'::bytea)""",
         reg,
         partner,
     )
     with pytest.raises(asyncpg.CheckViolationError):
-        await conn.execute(f"UPDATE registrations SET {assignment} WHERE id = $1", reg)
+        await migration_conn.execute(f"UPDATE registrations SET {assignment} WHERE id = $1", reg)
     # and the contract's own example is stored as it is
-    await conn.execute(
+    await migration_conn.execute(
         """UPDATE registrations SET delivery_timeout_seconds = 5,
                retry_schedule = '{30, 300, 1800, 7200}', suspend_after_consecutive_failures = 5,
                rate_limit_per_second = 50, delivery_ordering = 'fifo',

@@ -7,35 +7,14 @@ then upgraded: each row of attempt_rollups is checked against the attempts it st
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import asyncpg
-import pytest
 
 from broker.domain import latency
-from broker.store.db import MIGRATIONS_DIR, migrate
-from tests.conftest import scratch_database
+from broker.store.db import migrate
+from tests.conftest import migrations_before
 
 VERSION = "0009"
-
-
-@pytest.fixture
-async def conn(base_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    async with scratch_database(base_database_url, prefix="broker_m9") as url:
-        connection = await asyncpg.connect(url)
-        yield connection
-        await connection.close()
-
-
-def migrations_before(tmp_path: Path) -> Path:
-    for path in MIGRATIONS_DIR.glob("*.sql"):
-        if path.name[:4] < VERSION:
-            shutil.copy(path, tmp_path / path.name)
-    return tmp_path
 
 
 def start(at: datetime, minutes: int) -> datetime:
@@ -44,11 +23,11 @@ def start(at: datetime, minutes: int) -> datetime:
     return epoch + (at - epoch) // width * width
 
 
-async def test_0009_rolls_up_the_attempts_already_recorded(conn, tmp_path):
-    await migrate(conn, migrations_before(tmp_path))
+async def test_0009_rolls_up_the_attempts_already_recorded(migration_conn, tmp_path):
+    await migrate(migration_conn, migrations_before(VERSION, tmp_path))
     partner, reg = uuid.uuid4(), uuid.uuid4()
-    await conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
-    await conn.execute(
+    await migration_conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
+    await migration_conn.execute(
         """INSERT INTO registrations (id, partner_id, url, event_types, secret_sealed)
            VALUES ($1, $2, 'https://example.com/hook', '{Core.*}', 'x'::bytea)""",
         reg,
@@ -68,7 +47,7 @@ async def test_0009_rolls_up_the_attempts_already_recorded(conn, tmp_path):
     ]
     for at, ms, status, error, placeholder in attempts:
         event = uuid.uuid4()
-        await conn.execute(
+        await migration_conn.execute(
             """INSERT INTO events (id, partner_id, registration_id, event_name, resources,
                                    status, created_at)
                VALUES ($1, $2, $3, 'Core.Account.Opened', '{a/1}', 'Success', $4)""",
@@ -77,7 +56,7 @@ async def test_0009_rolls_up_the_attempts_already_recorded(conn, tmp_path):
             reg,
             at,
         )
-        await conn.execute(
+        await migration_conn.execute(
             """INSERT INTO attempts (event_id, attempt_number, attempted_at, duration_ms,
                                      response_status, error, placeholder)
                VALUES ($1, 1, $2, $3, $4, $5, $6)""",
@@ -89,12 +68,14 @@ async def test_0009_rolls_up_the_attempts_already_recorded(conn, tmp_path):
             placeholder,
         )
 
-    applied = await migrate(conn)
+    applied = await migrate(migration_conn)
     assert any(name.startswith(VERSION) for name in applied)
 
     rows = {
         (r["width_minutes"], r["bucket_start"]): (r["success"], r["failure"], r["latency"])
-        for r in await conn.fetch("SELECT * FROM attempt_rollups WHERE registration_id = $1", reg)
+        for r in await migration_conn.fetch(
+            "SELECT * FROM attempt_rollups WHERE registration_id = $1", reg
+        )
     }
 
     def histogram(*ms: int) -> list[int]:
@@ -113,10 +94,10 @@ async def test_0009_rolls_up_the_attempts_already_recorded(conn, tmp_path):
     assert rows == expected
 
 
-async def test_the_sql_latency_buckets_are_the_python_ones(conn):
-    await migrate(conn)
+async def test_the_sql_latency_buckets_are_the_python_ones(migration_conn):
+    await migrate(migration_conn)
     values = list(range(0, 2000)) + [10**k for k in range(4, 9)] + [56_000, 57_000, 2**31 - 1]
-    sql = await conn.fetch(
+    sql = await migration_conn.fetch(
         "SELECT ms, broker_latency_bucket(ms) AS b FROM unnest($1::int[]) AS ms", values
     )
     assert {r["ms"]: r["b"] for r in sql} == {v: latency.bucket_of(v) for v in values}
