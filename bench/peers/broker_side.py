@@ -7,7 +7,14 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from bench.peers.measure import cpu_used, db_counters, sample_waits, stop_sampler
+from bench.peers.measure import (
+    begin_metering,
+    cpu_used,
+    db_counters,
+    end_metering,
+    sample_waits,
+    stop_sampler,
+)
 from bench.procs import Proc
 
 if TYPE_CHECKING:
@@ -84,12 +91,10 @@ async def broker_round(bench: PeersBench, n: int, *, preclosed: bool = False) ->
         await bench.meter.sample()
         aggregate = cpu_used(closing, bench.meter.snapshot())
         aggregate["seconds"] = time.perf_counter() - closing_started
-    counters = await db_counters(pool, bench.db_name)
-    bench.meter.db_name = bench.db_name
-    await bench.meter.sample()
-    before = bench.meter.snapshot()
-    started = time.perf_counter()
-    bench.profiler.start(f"broker-worker-round{n}", worker.pid, bench.profile_seconds)
+    metered = await begin_metering(
+        bench, pool, bench.db_name, f"broker-worker-round{n}", worker.pid
+    )
+    started = metered.started
     if preclosed:
         await set_paused(bench, False)
     else:
@@ -109,10 +114,7 @@ async def broker_round(bench: PeersBench, n: int, *, preclosed: bool = False) ->
         finished_at, stats = await bench.until_done("broker", done, started, worker, progress)
     finally:
         waits = await stop_sampler(sampler)
-    await bench.meter.sample()
-    wall = time.perf_counter() - started
-    used = cpu_used(before, bench.meter.snapshot())
-    bench.profiler.wait()
+    wall, used = await end_metering(bench, metered)
     for proc in (worker, closer):
         if proc is not None:
             proc.stop()
@@ -150,6 +152,6 @@ async def broker_round(bench: PeersBench, n: int, *, preclosed: bool = False) ->
         f"core/v1/dda/peers/{n}/%",
     )
     result["db_per_delivery"] = {
-        k: round((after.get(k, 0) - counters.get(k, 0)) / o.deliveries, 2) for k in after
+        k: round((after.get(k, 0) - metered.counters.get(k, 0)) / o.deliveries, 2) for k in after
     }
     return result

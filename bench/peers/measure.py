@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from bench.peers.run import PeersBench
 
 
 def median(values: list[float]) -> float:
@@ -63,3 +68,36 @@ def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
     ours = sum(v for k, v in used.items() if k != "machine")
     used["other"] = max(0.0, used.get("machine", 0.0) - ours)
     return used
+
+
+@dataclass
+class Metered:
+    """One side's timed span: what the counters and CPU read when it began."""
+
+    conn: Any
+    db_name: str
+    counters: dict[str, int]
+    before: dict[str, float]
+    started: float
+
+
+async def begin_metering(
+    bench: PeersBench, conn: Any, db_name: str, profile_name: str, pid: int
+) -> Metered:
+    """Counters and CPU of ``db_name`` read, the clock started, the profiler (if any) on ``pid``."""
+    counters = await db_counters(conn, db_name)
+    bench.meter.db_name = db_name
+    await bench.meter.sample()
+    before = bench.meter.snapshot()
+    started = time.perf_counter()
+    bench.profiler.start(profile_name, pid, bench.profile_seconds)
+    return Metered(conn, db_name, counters, before, started)
+
+
+async def end_metering(bench: PeersBench, metered: Metered) -> tuple[float, dict[str, float]]:
+    """Wall seconds and CPU used since ``begin_metering``; the profiler is waited for."""
+    await bench.meter.sample()
+    wall = time.perf_counter() - metered.started
+    used = cpu_used(metered.before, bench.meter.snapshot())
+    bench.profiler.wait()
+    return wall, used

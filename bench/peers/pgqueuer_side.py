@@ -10,7 +10,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bench.peers.broker_side import PEERS_EVENT
-from bench.peers.measure import cpu_used, db_counters, sample_waits, stop_sampler
+from bench.peers.measure import (
+    begin_metering,
+    db_counters,
+    end_metering,
+    sample_waits,
+    stop_sampler,
+)
 from bench.procs import base_env
 from broker.domain.ids import uuid7
 from broker.domain.payload import event_body
@@ -75,12 +81,10 @@ async def pgqueuer_round(bench: PeersBench, n: int) -> dict[str, Any]:
             raise RuntimeError(f"pgqueuer consumer did not start:\n{consumer.tail()}")
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)
-    counters = await db_counters(conn, bench.pgq_db_name)
-    bench.meter.db_name = bench.pgq_db_name
-    await bench.meter.sample()
-    before = bench.meter.snapshot()
-    started = time.perf_counter()
-    bench.profiler.start(f"pgqueuer-consumer-round{n}", consumer.pid, bench.profile_seconds)
+    metered = await begin_metering(
+        bench, conn, bench.pgq_db_name, f"pgqueuer-consumer-round{n}", consumer.pid
+    )
+    started = metered.started
     await queries.enqueue(
         ["webhook"] * o.deliveries, bodies, [0] * o.deliveries, None, None, headers
     )
@@ -94,10 +98,7 @@ async def pgqueuer_round(bench: PeersBench, n: int) -> dict[str, Any]:
         finished_at, stats = await bench.until_done("pgqueuer", done, started, consumer)
     finally:
         waits = await stop_sampler(sampler)
-    await bench.meter.sample()
-    wall = time.perf_counter() - started
-    used = cpu_used(before, bench.meter.snapshot())
-    bench.profiler.wait()
+    wall, used = await end_metering(bench, metered)
     consumer.stop()
     bench.procs.remove(consumer)
     after = await db_counters(conn, bench.pgq_db_name)
@@ -114,6 +115,6 @@ async def pgqueuer_round(bench: PeersBench, n: int) -> dict[str, Any]:
         )
     }
     result["db_per_delivery"] = {
-        k: round((after.get(k, 0) - counters.get(k, 0)) / o.deliveries, 2) for k in after
+        k: round((after.get(k, 0) - metered.counters.get(k, 0)) / o.deliveries, 2) for k in after
     }
     return result
