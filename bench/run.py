@@ -477,12 +477,16 @@ class Bench:
         if self.keep and self.db_name:
             say(f"kept database {self.db_url}")
         elif self.db_name:
-            with contextlib.suppress(Exception):
-                conn = await asyncpg.connect(self._base_url)
-                try:
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-                finally:
-                    await conn.close()
+            await self.drop_database(self.db_name)
+
+    async def drop_database(self, name: str) -> None:
+        """Best effort: a teardown goes on whatever this meets."""
+        with contextlib.suppress(Exception):
+            conn = await asyncpg.connect(self._base_url)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
 
     async def reset_ingest_tables(self) -> None:
         assert self.pool is not None

@@ -133,12 +133,7 @@ class PeersBench(Bench):
                 await self.pgq_conn.close()
         await super().teardown()
         if self.pgq_db_name and not self.keep:
-            with contextlib.suppress(Exception):
-                conn = await asyncpg.connect(self._base_url)
-                try:
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{self.pgq_db_name}" WITH (FORCE)')
-                finally:
-                    await conn.close()
+            await self.drop_database(self.pgq_db_name)
 
     # ------------------------------------------------------------------ measuring
 
