@@ -141,7 +141,7 @@ async def _get_usable(request: web.Request, action: str) -> Registration:
     if reg is not None:
         return reg
     if await request.app[STORE].registration_status(reg_id, partner_id) is Status.DELETED:
-        raise _deleted_conflict(action)
+        raise _deleted_conflict(f"cannot {action} a registration whose status is Deleted")
     raise not_found("registration")
 
 
@@ -408,11 +408,11 @@ async def test_registration(request: web.Request) -> web.Response:
     )
 
 
-def _deleted_conflict(action: str) -> Problem:
+def _deleted_conflict(detail: str) -> Problem:
     return Problem(
         409,
         "Conflict",
-        f"cannot {action} a registration whose status is Deleted",
+        detail,
         slug="invalid-transition",
         extra={"currentStatus": Status.DELETED.value},
     )
@@ -447,13 +447,9 @@ async def replay_registration(request: web.Request) -> web.Response:
             extra={"count": exc.count, "limit": exc.limit},
         ) from None
     except ReplayInterrupted as exc:
-        raise Problem(
-            409,
-            "Conflict",
+        raise _deleted_conflict(
             f"the registration was deleted during the replay ({exc.requeued} event objects "
-            "had been queued; the delete discarded them with the rest of its queue)",
-            slug="invalid-transition",
-            extra={"currentStatus": Status.DELETED.value},
+            "had been queued; the delete discarded them with the rest of its queue)"
         ) from None
     log.info(
         "registration %s: %d event objects replayed",
