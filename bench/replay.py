@@ -106,10 +106,9 @@ async def insert_history(bench: Bench, registration_id: str, partner_id: str, n:
     since = datetime.now(UTC) - timedelta(hours=1)
     await bench.pool.execute(
         """WITH ev AS (
-               INSERT INTO events (id, partner_id, registration_id, event_name, resources,
-                                   status, created_at, last_attempted_at, attempt_count)
-               SELECT gen_random_uuid(), $1::uuid, $2::uuid, $3, ARRAY['old/' || i],
-                      'Failed', at, at, 1
+               INSERT INTO events (id, partner_id, registration_id, event_name, status,
+                                   last_attempted_at, attempt_count)
+               SELECT broker_uuid7(at), $1::uuid, $2::uuid, $3, 'Failed', at, 1
                FROM generate_series(1, $4::int) AS i
                CROSS JOIN LATERAL (SELECT $5::timestamptz
                                           + make_interval(secs => i * 3000.0 / $4)) AS t(at)

@@ -821,19 +821,30 @@ class Bench:
         assert self.pool is not None
         resources = ", ".join(f"'core/v1/dda/accounts/' || (g * 10 + {j})" for j in range(10))
         # Pending event objects as a window close makes them: history rows plus queue rows.
+        # (Each its own window; ids are uuid7 at 2 ms steps from base, created_at follows.)
         sql = f"""
-            WITH ev AS (
-                INSERT INTO events (id, partner_id, registration_id, event_name, resources,
-                                    status, created_at)
-                SELECT (lpad(to_hex((extract(epoch FROM ts) * 1000)::bigint), 12, '0')
-                        || '70008' || lpad(to_hex(g), 15, '0'))::uuid,
-                       $1::uuid, ($2::uuid[])[1 + g % array_length($2::uuid[], 1)], $3,
-                       ARRAY[{resources}], 'Pending', ts
+            WITH s AS MATERIALIZED (
+                SELECT g, (lpad(to_hex((extract(epoch FROM ts) * 1000)::bigint), 12, '0')
+                           || '70008' || lpad(to_hex(g), 15, '0'))::uuid AS id
                 FROM (SELECT g, $4::timestamptz + g * interval '2 ms' AS ts
-                      FROM generate_series($5::bigint, $6::bigint) AS g) AS s
+                      FROM generate_series($5::bigint, $6::bigint) AS g) AS t
+            ), win AS (
+                INSERT INTO windows (id, partner_id, event_name, resources)
+                SELECT id, $1::uuid, $3, ARRAY[{resources}] FROM s
+            ), ev AS (
+                INSERT INTO events (id, partner_id, registration_id, event_name, window_id,
+                                    status)
+                SELECT id, $1::uuid, ($2::uuid[])[1 + g % array_length($2::uuid[], 1)], $3,
+                       id, 'Pending'
+                FROM s
                 RETURNING id, registration_id, created_at)
             INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at)
             SELECT id, registration_id, created_at, now() FROM ev"""
+        await self.pool.execute(
+            "SELECT broker_ensure_history_partitions($1::date, $2::date)",
+            base.date(),
+            (base + timedelta(milliseconds=2 * (first + count))).date(),
+        )
         chunk = 100_000
         done = 0
         while done < count:
@@ -1132,21 +1143,39 @@ class Bench:
         # the days, newest now.
         partner_ids = [uuid.UUID(p["id"]) for p, _ in partners]
         reg_ids = [[uuid.UUID(r) for r in regs] for _, regs in partners]
+        # Each event object its own window of two resources (ids are uuid7 at ts).
         sql = """
-            INSERT INTO events (id, partner_id, registration_id, event_name, resources, status,
-                                created_at, last_attempted_at, attempt_count)
-            SELECT gen_random_uuid(), ($1::uuid[])[1 + g % $6::int],
+            WITH t AS MATERIALIZED (
+                SELECT g, broker_uuid7(ts) AS id, ts, random() AS r1, random() AS r2,
+                       random() AS r3
+                FROM (SELECT g, now() - ($7::bigint - g) * ($5::float8 * interval '1 second')
+                                    AS ts
+                      FROM generate_series($8::bigint, $9::bigint) AS g) AS s
+            ), w AS (
+                INSERT INTO windows (id, partner_id, event_name, resources)
+                SELECT id, ($1::uuid[])[1 + g % $6::int],
+                       ($4::text[])[CASE WHEN r2 < 0.05 THEN 5 WHEN r2 < 0.10 THEN 4
+                                         ELSE 1 + g % 3 END],
+                       ARRAY['core/v1/dda/accounts/' || g, 'core/v1/dda/accounts/' || (g + 1)]
+                FROM t
+            )
+            INSERT INTO events (id, partner_id, registration_id, event_name, window_id, status,
+                                last_attempted_at, attempt_count)
+            SELECT id, ($1::uuid[])[1 + g % $6::int],
                    CASE WHEN r1 < 0.2 THEN ($3::uuid[])[1 + g % $6::int]
                         ELSE ($2::uuid[])[1 + g % $6::int] END,
                    ($4::text[])[CASE WHEN r2 < 0.05 THEN 5 WHEN r2 < 0.10 THEN 4
                                      ELSE 1 + g % 3 END],
-                   ARRAY['core/v1/dda/accounts/' || g, 'core/v1/dda/accounts/' || (g + 1)],
+                   id,
                    CASE WHEN r3 < 0.90 THEN 'Success' WHEN r3 < 0.97 THEN 'Failed'
                         ELSE 'Pending' END,
-                   ts, ts + interval '1 second', 1
-            FROM (SELECT g, random() AS r1, random() AS r2, random() AS r3,
-                         now() - ($7::bigint - g) * ($5::float8 * interval '1 second') AS ts
-                  FROM generate_series($8::bigint, $9::bigint) AS g) AS t"""
+                   ts + interval '1 second', 1
+            FROM t"""
+        await self.pool.execute(
+            "SELECT broker_ensure_history_partitions((now() - make_interval(days => $1))::date,"
+            " now()::date)",
+            s.history_days + 1,
+        )
         step = s.history_days * 86400 / s.history_events
         started = time.perf_counter()
         chunk = 500_000
@@ -1169,6 +1198,7 @@ class Bench:
             if s.history_events > chunk:
                 say(f"  inserted {done:,}/{s.history_events:,}")
         await self.pool.execute("ANALYZE events")
+        await self.pool.execute("ANALYZE windows")
         load_seconds = time.perf_counter() - started
         say(f"history_filters: loaded in {load_seconds:.0f}s")
 

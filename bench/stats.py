@@ -48,12 +48,11 @@ SIZES = {
 # the last of every 10 attempts fails (HTTP 500), durations 5 to ~400 ms.
 _INSERT = f"""
 WITH ev AS (
-    INSERT INTO events (id, partner_id, registration_id, event_name, resources, status,
-                        created_at, attempt_count, last_attempted_at)
-    SELECT ('5a7a0000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'))::uuid, $1, $2, $3,
-           ARRAY['core/v1/stats/' || g], 'Success',
-           $4::timestamptz + g * {ATTEMPTS_PER_EVENT} * $5::interval,
-           {ATTEMPTS_PER_EVENT}, $4::timestamptz + (g * {ATTEMPTS_PER_EVENT} + {ATTEMPTS_PER_EVENT - 1}) * $5
+    INSERT INTO events (id, partner_id, registration_id, event_name, status, attempt_count,
+                        last_attempted_at)
+    SELECT broker_uuid7($4::timestamptz + g * {ATTEMPTS_PER_EVENT} * $5::interval), $1, $2, $3,
+           'Success', {ATTEMPTS_PER_EVENT},
+           $4::timestamptz + (g * {ATTEMPTS_PER_EVENT} + {ATTEMPTS_PER_EVENT - 1}) * $5
     FROM generate_series($6::bigint, $7::bigint) AS g
     RETURNING id, created_at
 )
@@ -96,6 +95,9 @@ async def phase_stats(bench: Bench) -> None:
     events = sizes.attempts // ATTEMPTS_PER_EVENT
     step = (now - first - timedelta(seconds=5)) / sizes.attempts
     _say(f"stats: inserting {sizes.attempts:,} attempts over 7 days for one registration")
+    await bench.pool.execute(
+        "SELECT broker_ensure_history_partitions($1::date, now()::date)", first.date()
+    )
     started = time.perf_counter()
     for lo in range(0, events, CHUNK_EVENTS):
         hi = min(events, lo + CHUNK_EVENTS) - 1

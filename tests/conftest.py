@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from broker.api.app import create_app
 from broker.config import Settings
 from broker.crypto import KeyRing
+from broker.domain.ids import utcnow, uuid7_at, uuid7_time
 from broker.runtime import Runtime, running
 from broker.store.db import MIGRATIONS_DIR, embedded_database_url, migrate
 
@@ -395,3 +396,62 @@ async def scrape_metrics(client: TestClient) -> dict[str, float]:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
+
+
+async def insert_event_rows(
+    db: asyncpg.Connection, rows: Sequence[Mapping[str, Any]], *, queued: bool = False
+) -> list[uuid.UUID]:
+    """Event objects made directly in SQL, as a window close would make them (migration 0011):
+    each row's resources in a window of its own, its id a uuid7 at its ``created_at`` (default
+    now: created_at is derived from the id), and with ``queued`` its queue row. Row keys:
+    partner_id, registration_id, event_name, and optionally resources, status, created_at,
+    last_attempted_at, attempt_count, id."""
+    ids = [
+        uuid.UUID(str(r["id"])) if "id" in r else uuid7_at(r.get("created_at") or utcnow())
+        for r in rows
+    ]
+    await ensure_partitions_for(db, ids)
+    windows = [(i, r) for i, r in zip(ids, rows, strict=True) if r.get("resources")]
+    if windows:
+        await db.executemany(
+            "INSERT INTO windows (id, partner_id, event_name, resources)"
+            " VALUES ($1, $2::uuid, $3, $4)",
+            [(i, str(r["partner_id"]), r["event_name"], list(r["resources"])) for i, r in windows],
+        )
+    await db.executemany(
+        "INSERT INTO events (id, partner_id, registration_id, event_name, window_id, status,"
+        " last_attempted_at, attempt_count)"
+        " VALUES ($1, $2::uuid, $3::uuid, $4, $5, $6, $7, $8)",
+        [
+            (
+                i,
+                str(r["partner_id"]),
+                str(r["registration_id"]),
+                r["event_name"],
+                i if r.get("resources") else None,
+                r.get("status", "Pending"),
+                r.get("last_attempted_at"),
+                r.get("attempt_count", 0),
+            )
+            for i, r in zip(ids, rows, strict=True)
+        ],
+    )
+    if queued:
+        await db.execute(
+            "INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at)"
+            " SELECT id, registration_id, created_at, created_at FROM events"
+            " WHERE id = ANY($1::uuid[])",
+            ids,
+        )
+    return ids
+
+
+async def ensure_partitions_for(db: asyncpg.Connection, ids: Sequence[uuid.UUID]) -> None:
+    """The day partitions that hold these uuid7 ids (housekeeping makes only those near now)."""
+    if ids:
+        times = [uuid7_time(i) for i in ids]
+        await db.execute(
+            "SELECT broker_ensure_history_partitions($1::date, $2::date)",
+            min(times).date(),
+            max(times).date(),
+        )

@@ -38,7 +38,7 @@ from broker.api.serialize import json_response
 from broker.api.validation import check, exact_names, read_body, read_model
 from broker.crypto import UnreadableSecret
 from broker.domain.errors import FieldError
-from broker.domain.ids import parse_uuid, utcnow, uuid7
+from broker.domain.ids import parse_uuid, utcnow, uuid7, uuid7_time
 from broker.domain.models import Attempt, Registration
 from broker.domain.payload import event_body
 from broker.domain.policy import DEFAULT_POLICY, policy_defaults, resolve
@@ -349,7 +349,7 @@ async def test_registration(request: web.Request) -> web.Response:
         event_name="test.event",
         partner_id=reg.partner_id,
         registration_id=reg.id,
-        created_at=attempted_at,
+        created_at=uuid7_time(event_id),  # what the stored row's createdAt will say
         previous_attempted_at=None,
         resources=[],
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from uuid_utils.compat import uuid7 as _uuid7
 
@@ -16,6 +17,51 @@ def uuid7() -> uuid.UUID:
     millisecond in order (RFC 9562's counter method), which random bits alone did not.
     """
     return _uuid7()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _milliseconds(moment: datetime) -> tuple[int, bool]:
+    """Whole milliseconds since the epoch, rounded down, and whether ``moment`` is exactly one."""
+    micros = (moment - _EPOCH) // timedelta(microseconds=1)
+    return micros // 1000, micros % 1000 == 0
+
+
+def _uuid7_floor(ms: int) -> uuid.UUID:
+    """The smallest uuid whose uuid7 time is millisecond ``ms``."""
+    return uuid.UUID(int=ms << 80)
+
+
+def first_id_at_or_after(moment: datetime) -> uuid.UUID:
+    """The smallest uuid7 made at ``moment`` or later.
+
+    Event objects' ``created_at`` is their uuid7 id's millisecond (migration 0011), so
+    ``created_at >= moment`` is ``id >= first_id_at_or_after(moment)`` and ``created_at <
+    moment`` is ``id < first_id_at_or_after(moment)``.
+    """
+    ms, exact = _milliseconds(moment)
+    return _uuid7_floor(ms if exact else ms + 1)
+
+
+def first_id_after(moment: datetime) -> uuid.UUID:
+    """The smallest uuid7 made after ``moment``: ``created_at > moment`` is ``id >=`` this."""
+    ms, _ = _milliseconds(moment)
+    return _uuid7_floor(ms + 1)
+
+
+def uuid7_at(moment: datetime) -> uuid.UUID:
+    """A uuid7 made at ``moment`` (its millisecond, then random bits): for history made in
+    bulk, in tests and benches, and for ids of a given day partition."""
+    ms, _ = _milliseconds(moment)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62)
+    return uuid.UUID(int=value | (rand & ((1 << 62) - 1)))
+
+
+def uuid7_time(value: uuid.UUID) -> datetime:
+    """The creation time a uuid7 carries (its millisecond)."""
+    return _EPOCH + timedelta(milliseconds=value.int >> 80)
 
 
 def parse_uuid(text: str) -> uuid.UUID | None:

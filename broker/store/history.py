@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
 
+from broker.domain.ids import first_id_after, first_id_at_or_after
 from broker.domain.models import (
     Attempt,
     Event,
@@ -18,8 +20,6 @@ from broker.store.records import (
 )
 from broker.store.stats import AttemptToRoll, add_rollups
 
-_SMALLEST_UUID = uuid.UUID(int=0)
-
 
 def history_page_query(
     partner_id: uuid.UUID,
@@ -27,16 +27,17 @@ def history_page_query(
     registration_id: uuid.UUID | None,
     event_name: str | None,
     status: str | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
-    after: tuple[datetime, uuid.UUID] | None,
+    ids_from: uuid.UUID,
+    ids_before: uuid.UUID | None,
     limit: int,
 ) -> tuple[str, list[object]]:
-    """The query text and arguments of one history page (``sql/queries/events.sql``).
+    """The query text and arguments of one history page over ids in [ids_from, ids_before)
+    (``sql/queries/events.sql``).
 
     The text depends only on which filters are present (its shape), never on their values, so
     each shape is one prepared statement whose every predicate is an index condition; its
-    generic plan and its custom plans are the same plan.
+    generic plan and its custom plans are the same plan. The id range keeps the plan to the
+    day partitions it covers (planning every partition of a month costs more than the page).
     """
     args: list[object] = [partner_id, limit]
 
@@ -50,22 +51,42 @@ def history_page_query(
         filters.append(Q.list_events_registration_filter.format(value=param(registration_id)))
     if event_name is not None:
         filters.append(Q.list_events_event_name_filter.format(value=param(event_name)))
-    if created_after is not None:
-        filters.append(Q.list_events_created_after_filter.format(value=param(created_after)))
-    upper = after
-    if created_before is not None:
-        # created_at < t is (created_at, id) < (t, the smallest uuid): one bound, one scan start.
-        before_key = (created_before, _SMALLEST_UUID)
-        upper = before_key if upper is None else min(upper, before_key)
-    if upper is not None:
-        filters.append(
-            Q.list_events_before_filter.format(value=param(upper[0]), value2=param(upper[1]))
-        )
+    filters.append(Q.list_events_from_filter.format(value=param(ids_from)))
+    # A window's id is its first event object's, made just before the others: the windows of
+    # these event objects are at most a day older than the range.
+    windows_from = param(uuid.UUID(int=max(ids_from.int - (_DAY_MS << 80), 0)))
+    windows_filters = Q.list_events_from_filter.format(value=windows_from)
+    if ids_before is not None:
+        before = param(ids_before)
+        filters.append(Q.list_events_before_filter.format(value=before))
+        windows_filters += " " + Q.list_events_before_filter.format(value=before)
     joined = "".join("\n   " + f for f in filters)
     branches = "\nUNION ALL\n".join(
         Q.list_events_branch.format(status=p, filters=joined) for p in status_params
     )
-    return Q.list_events.format(branches=branches), args
+    return Q.list_events.format(branches=branches, windows_filters=windows_filters), args
+
+
+_DAY_MS = 86_400_000
+
+
+def _day_start(day: date) -> uuid.UUID:
+    return first_id_at_or_after(datetime(day.year, day.month, day.day, tzinfo=UTC))
+
+
+async def _spans(
+    today: date, older_days: AsyncIterator[date]
+) -> AsyncIterator[tuple[uuid.UUID, uuid.UUID | None]]:
+    """The id ranges a page walks, newest first: today and after (ids made ahead of the
+    database clock included), then each older day that has a partition (read from the catalog
+    only once reached)."""
+    yield _day_start(today), None
+    async for day in older_days:
+        yield _day_start(day), _day_start(day + timedelta(days=1))
+
+
+def _lowest(a: uuid.UUID | None, b: uuid.UUID | None) -> uuid.UUID | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 # Connectivity tests are history only: never queued, never resent.
@@ -85,17 +106,45 @@ class HistoryQueries(StoreBase):
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
     ) -> list[Event]:
-        sql, args = history_page_query(
-            partner_id,
-            registration_id=registration_id,
-            event_name=event_name,
-            status=status,
-            created_after=created_after,
-            created_before=created_before,
-            after=after,
-            limit=limit,
-        )
-        return [event_from_row(r) for r in await self.pool.fetch(sql, *args)]
+        # Time bounds are id bounds (created_at is the id's millisecond, migration 0011), and
+        # the cursor's (created_at, id) position is its id.
+        lower = None if created_after is None else first_id_after(created_after)
+        upper = None if after is None else after[1]
+        if created_before is not None:
+            before = first_id_at_or_after(created_before)
+            upper = before if upper is None else min(upper, before)
+        found: list[Event] = []
+        async with self.pool.acquire() as conn:
+            # One day partition per query, newest first, until the page is full: a query over
+            # every day of the retention period spends more planning its partitions than
+            # reading the page. The older days are read from the catalog only when today's
+            # did not fill the page.
+            today = datetime.now(UTC).date()  # the day of the ids this process makes
+
+            async def older_days() -> AsyncIterator[date]:
+                for row in await conn.fetch(Q.history_days_before, today):
+                    yield row["day"]
+
+            async for ids_from, ids_before in _spans(today, older_days()):
+                if lower is not None and ids_before is not None and ids_before <= lower:
+                    break  # this day and every older one are before createdAfter
+                span_from = ids_from if lower is None else max(lower, ids_from)
+                span_before = _lowest(ids_before, upper)
+                if span_before is not None and span_before <= span_from:
+                    continue  # after the cursor or createdBefore
+                sql, args = history_page_query(
+                    partner_id,
+                    registration_id=registration_id,
+                    event_name=event_name,
+                    status=status,
+                    ids_from=span_from,
+                    ids_before=span_before,
+                    limit=limit - len(found),
+                )
+                found += [event_from_row(r) for r in await conn.fetch(sql, *args)]
+                if len(found) >= limit:
+                    break
+        return found
 
     async def get_event(self, event_id: uuid.UUID, partner_id: uuid.UUID) -> Event | None:
         row = await self.pool.fetchrow(Q.get_event, event_id, partner_id)

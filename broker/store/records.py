@@ -7,7 +7,7 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -236,3 +236,13 @@ class GaugeSnapshot:
             breakers={"closed": 0, "open": 0, "half-open": 0},
             age_seconds=age_seconds,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionResult:
+    """One retention run: days whose partitions were dropped, days kept because they still
+    hold queued (Pending) event objects, days skipped because their tables stayed busy."""
+
+    dropped: list[date]
+    kept_queued: list[date]
+    busy: list[date]

@@ -26,7 +26,7 @@ from datetime import datetime
 
 import asyncpg
 
-from broker.domain.ids import utcnow
+from broker.domain.ids import first_id_at_or_after, utcnow
 from broker.store.base import StoreBase
 from broker.store.queries import Q
 
@@ -34,7 +34,6 @@ from broker.store.queries import Q
 # 2000 takes about 150 ms on a loaded 2-core machine, the longest a result flush holding one of
 # this registration's results waits; 500 was slower overall, 20000 doubled the stall.
 REPLAY_BATCH = 2000
-_SMALLEST_UUID = uuid.UUID(int=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +67,10 @@ class ReplayQueries(StoreBase):
         status is one of ``statuses``; the number requeued. ReplayTooLarge (nothing changed)
         when more than ``limit`` match; ReplayInterrupted when it was deleted meanwhile."""
         async with self.pool.acquire() as conn:
+            # [since, until) as ids: created_at is the id's millisecond (migration 0011).
+            first, end = first_id_at_or_after(since), first_id_at_or_after(until)
             count = await conn.fetchval(
-                Q.count_replay_events, partner_id, registration_id, statuses, since, until
+                Q.count_replay_events, partner_id, registration_id, statuses, first, end
             )
             if count > limit:
                 raise ReplayTooLarge(count=count, limit=limit)
@@ -78,16 +79,16 @@ class ReplayQueries(StoreBase):
             due = utcnow()
             requeued = 0
             for status in sorted(set(statuses)):
-                after: tuple[datetime, uuid.UUID] = (since, _SMALLEST_UUID)
+                # Ids are > after: one below the first, so that one is included.
+                after = uuid.UUID(int=max(first.int - 1, 0))
                 while requeued < limit:
                     rows = await conn.fetch(
                         Q.replay_batch,
                         partner_id,
                         registration_id,
                         status,
-                        since,
-                        until,
-                        *after,
+                        after,
+                        end,
                         min(batch, limit - requeued),
                     )
                     if not rows:
@@ -103,8 +104,7 @@ class ReplayQueries(StoreBase):
                     if not done and await self._deleted(conn, registration_id, partner_id):
                         raise ReplayInterrupted(requeued=requeued)
                     requeued += len(done)
-                    last = rows[-1]
-                    after = (last["created_at"], last["id"])
+                    after = rows[-1]["id"]
                     if len(rows) < batch:
                         break
         return requeued

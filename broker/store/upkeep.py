@@ -1,4 +1,4 @@
-"""Gauges for /metrics and the housekeeping jobs (retention, leases, secrets).
+"""Gauges for /metrics and the housekeeping jobs (history partitions, retention, secrets).
 
 The gauges are database-wide and their queries read the queue, so they are computed by one
 housekeeping job per cluster every few seconds and kept in ``gauge_snapshot``; a scrape reads
@@ -7,13 +7,18 @@ that one row.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from datetime import date
+
+import asyncpg
 
 from broker.domain.states import Status
 from broker.store.base import StoreBase
 from broker.store.queries import Q
 from broker.store.records import (
     GaugeSnapshot,
+    RetentionResult,
 )
 
 
@@ -61,14 +66,42 @@ class UpkeepQueries(StoreBase):
     async def expire_pending_events(self, ttl_days: int) -> int:
         return int((await self.pool.execute(Q.expire_pending_events, ttl_days)).split()[-1])
 
-    async def purge_finished_events(self, retention_days: int, *, batch: int = 10000) -> int:
-        total = 0
-        while True:
-            status = await self.pool.execute(Q.purge_finished_events, retention_days, batch)
-            deleted = int(status.split()[-1])
-            total += deleted
-            if deleted < batch:
-                return total
+    async def ensure_history_partitions(self, *, days_back: int = 1, days_ahead: int) -> int:
+        """Create the missing day partitions of windows, events and attempts around today."""
+        return int(await self.pool.fetchval(Q.ensure_history_partitions, days_back, days_ahead))
+
+    async def drop_expired_history(
+        self, retention_days: int, *, lock_timeout_ms: int = 200, tries: int = 5
+    ) -> RetentionResult:
+        """Drop the day partitions older than the retention period (migration 0011).
+
+        One transaction per day. Dropping a partition waits for the queries using it and every
+        query asked after it waits for the drop, so each waits at most ``lock_timeout_ms``
+        before giving up for a moment and trying again: deliveries stall for that long at
+        worst, never for a long history page. A day still holding queued work is kept.
+        """
+        dropped: list[date] = []
+        kept: list[date] = []
+        busy: list[date] = []
+        for row in await self.pool.fetch(Q.expired_history_days, retention_days):
+            day = row["day"]
+            for attempt in range(tries):
+                try:
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+                        outcome = await conn.fetchval(Q.drop_history_day, day)
+                except asyncpg.LockNotAvailableError:
+                    if attempt + 1 == tries:
+                        busy.append(day)
+                    else:
+                        await asyncio.sleep(0.05 * (attempt + 1))
+                    continue
+                if outcome == "dropped":
+                    dropped.append(day)
+                elif outcome == "queued":
+                    kept.append(day)
+                break
+        return RetentionResult(dropped=dropped, kept_queued=kept, busy=busy)
 
     async def drop_expired_secrets(self) -> int:
         return int((await self.pool.execute(Q.drop_expired_previous_secrets)).split()[-1])

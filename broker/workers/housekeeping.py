@@ -1,4 +1,5 @@
-"""Periodic housekeeping on APScheduler 3: retention, expired secrets, stale leases, the queued
+"""Periodic housekeeping on APScheduler 3: history day partitions made ahead, retention (old
+day partitions dropped), expired secrets, stale leases, the queued
 events of deleted registrations, old idempotency keys, expired portal links, event objects
 Pending past BROKER_PENDING_TTL_DAYS, heartbeats of worker processes gone for an hour, and the
 /metrics gauge snapshot.
@@ -32,6 +33,9 @@ from broker.workers.waiting import wait_any
 log = logging.getLogger(__name__)
 
 FIRST_RUN_AFTER_SECONDS = 10.0
+# Day partitions of history made ahead of time (migration 0011): an insert into a day without
+# one fails, so a week gives housekeeping (hourly) many chances, and covers clock skew.
+PARTITIONS_AHEAD_DAYS = 7
 
 
 class Housekeeping:
@@ -49,11 +53,29 @@ class Housekeeping:
         self._stopped = False
         self._running_jobs: set[asyncio.Task[object]] = set()
 
+    async def ensure_history_partitions(self) -> int:
+        made = await self._store.ensure_history_partitions(days_ahead=PARTITIONS_AHEAD_DAYS)
+        if made:
+            log.info("history: created %d day partitions", made)
+        return made
+
     async def purge_retention(self) -> int:
-        deleted = await self._store.purge_finished_events(self._settings.retention_days)
-        if deleted:
-            log.info("retention: purged %d delivered/failed events", deleted)
-        return deleted
+        """Drop the history days older than BROKER_RETENTION_DAYS (whole partitions)."""
+        result = await self._store.drop_expired_history(self._settings.retention_days)
+        if result.dropped:
+            log.info("retention: dropped the history of %s", ", ".join(map(str, result.dropped)))
+        if result.kept_queued:
+            log.info(
+                "retention: kept %s, which still hold queued event objects (they go once "
+                "delivered, failed or expired by BROKER_PENDING_TTL_DAYS)",
+                ", ".join(map(str, result.kept_queued)),
+            )
+        if result.busy:
+            log.warning(
+                "retention: %s stayed in use by other queries; the next run tries again",
+                ", ".join(map(str, result.busy)),
+            )
+        return len(result.dropped)
 
     async def drop_expired_secrets(self) -> int:
         return await self._store.drop_expired_secrets()
@@ -103,6 +125,7 @@ class Housekeeping:
     def start(self) -> None:
         """Schedule the jobs on the running event loop (call from within it)."""
         jobs = (
+            (self.ensure_history_partitions, 3600),
             (self.purge_retention, 3600),
             (self.expire_pending_events, 3600),
             (self.drop_expired_secrets, 60),

@@ -2,18 +2,25 @@
 -- record what each attempt did. See sql/migrations/0002_delivery_queue.sql for the tables.
 
 -- name: insert_events
--- A closed window's event objects ($1 ids, $5 their registrations): the history rows, their
--- queue rows, and each registration's ready row, due now unless it may not be attempted (then
--- it waits at 'infinity' until a restart or unpause wakes it). Ready rows are upserted in
--- registration order, the order every writer of delivery_ready locks them in.
-WITH ev AS (
-    INSERT INTO events (id, partner_id, registration_id, event_name, resources, trace_parent)
-    SELECT id, $2, reg, $3, $4::text[], $6::text
+-- A closed window's event objects ($1 ids, $5 their registrations): the window's resources
+-- ($4) stored once, keyed by the first event's id (so it is in that event's day partition),
+-- the history rows referencing it, their queue rows, and each registration's ready row, due
+-- now unless it may not be attempted (then it waits at 'infinity' until a restart or unpause
+-- wakes it). Ready rows are upserted in registration order, the order every writer of
+-- delivery_ready locks them in. created_at comes from the (uuid7) id; a queue row is due at
+-- the earlier of it and the database's now(), so an application clock ahead of the
+-- database's never delays a delivery.
+WITH win AS (
+    INSERT INTO windows (id, partner_id, event_name, resources)
+    VALUES (($1::uuid[])[1], $2, $3, $4::text[])
+), ev AS (
+    INSERT INTO events (id, partner_id, registration_id, event_name, window_id, trace_parent)
+    SELECT id, $2, reg, $3, ($1::uuid[])[1], $6::text
     FROM unnest($1::uuid[], $5::uuid[]) AS t(id, reg)
     RETURNING id, registration_id, created_at
 ), queued AS (
     INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at)
-    SELECT id, registration_id, created_at, created_at FROM ev
+    SELECT id, registration_id, created_at, least(created_at, now()) FROM ev
 )
 INSERT INTO delivery_ready AS d (registration_id, next_due_at)
 SELECT r.id, CASE WHEN r.status IN ('Active', 'Restarting') THEN now() ELSE 'infinity' END
@@ -172,8 +179,11 @@ WITH ready AS (
     ) AS nxt ON true
     WHERE d.registration_id = ready.registration_id
 )
-SELECT c.event_id AS id, e.partner_id, c.registration_id, e.event_name, e.resources, e.trace_parent,
-       e.created_at, c.previous_attempted_at, c.attempt_count, c.round_attempts, c.attempted_at,
+SELECT c.event_id AS id, e.partner_id, c.registration_id, e.event_name,
+       coalesce((SELECT w.resources FROM windows w WHERE w.id = e.window_id),
+                ARRAY[]::text[]) AS resources,
+       e.trace_parent, e.created_at,
+       c.previous_attempted_at, c.attempt_count, c.round_attempts, c.attempted_at,
        c.status = 'Restarting' AS probe, c.slow, c.status AS registration_status,
        ready.target_version
 FROM claimed c JOIN events e ON e.id = c.event_id
@@ -433,21 +443,31 @@ UPDATE delivery_queue SET next_attempt_at = created_at
 WHERE registration_id = $1 AND next_attempt_at <> created_at;
 
 -- name: discard_queued_events
--- A deleted registration's queued events are discarded; delivered and failed ones stay for
--- the retention period. An event whose attempt may still be in flight (lease live, or expired
--- less than a minute ago) is left alone: deleting it would make recording that attempt fail
--- on the attempts -> events foreign key. discard_orphaned_events removes it later.
-DELETE FROM events WHERE id IN (
-    SELECT event_id FROM delivery_queue
+-- A deleted registration's queued events are discarded (queue rows, history rows, and the
+-- attempts they had); delivered and failed ones stay for the retention period. An event whose
+-- attempt may still be in flight (lease live, or expired less than a minute ago) is left alone,
+-- so a late result finds its rows; discard_orphaned_events removes it later.
+WITH q AS (
+    DELETE FROM delivery_queue
     WHERE registration_id = $1
-      AND (locked_until IS NULL OR locked_until < now() - interval '1 minute'));
+      AND (locked_until IS NULL OR locked_until < now() - interval '1 minute')
+    RETURNING event_id
+), a AS (
+    DELETE FROM attempts WHERE event_id IN (SELECT event_id FROM q)
+)
+DELETE FROM events WHERE id IN (SELECT event_id FROM q);
 
 -- name: discard_orphaned_events
 -- Housekeeping: queued events of Deleted registrations left by discard_queued_events.
-DELETE FROM events WHERE id IN (
-    SELECT q.event_id FROM delivery_queue q JOIN registrations r ON r.id = q.registration_id
-    WHERE r.status = 'Deleted'
-      AND (q.locked_until IS NULL OR q.locked_until < now() - interval '1 minute'));
+WITH q AS (
+    DELETE FROM delivery_queue q USING registrations r
+    WHERE r.id = q.registration_id AND r.status = 'Deleted'
+      AND (q.locked_until IS NULL OR q.locked_until < now() - interval '1 minute')
+    RETURNING q.event_id
+), a AS (
+    DELETE FROM attempts WHERE event_id IN (SELECT event_id FROM q)
+)
+DELETE FROM events WHERE id IN (SELECT event_id FROM q);
 
 -- name: gauge_queue
 -- Queued event objects per status of their registration (a Suspended or Paused registration's

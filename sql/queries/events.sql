@@ -1,32 +1,37 @@
 -- The partner events API and housekeeping of event history.
 
 -- name: list_events
--- One page of history, newest first. The store builds one query text per filter shape (which
--- filters are present) from the list_events_* blocks, so every predicate in it is an index
--- condition: no "$n IS NULL OR ..." that a generic plan (used by a prepared statement after
--- five runs) cannot drop. The page is a UNION ALL of one list_events_branch per status asked
--- for (the one given, or all three), each with the list_events_*_filter blocks of the shape.
--- Merge Append interleaves the branches in (created_at, id) order, reading about $2 rows in
--- all, each branch from the index that begins with its equality filters:
---   partner + status                      -> events_partner_status_created
---   partner + event name + status         -> events_partner_name_status_created
---   partner + registration + status       -> events_partner_registration_status_created
---   partner + registration + name + status -> events_partner_registration_name_status_created
--- The upper bound is the page cursor's (created_at, id) or createdBefore as (createdBefore, the
--- smallest uuid), whichever is lower: the store merges the two so the scan starts at one key.
+-- One page of history, newest first, over one id range (the store walks day partitions newest
+-- first, one range each, until the page is full: a plan over every partition of the retention
+-- period costs more to make than the page costs to read). The store builds one query text per
+-- filter shape (which filters are present) from the list_events_* blocks, so every predicate
+-- is an index condition: no "$n IS NULL OR ..." that a generic plan (used by a prepared
+-- statement after five runs) cannot drop. The page is a UNION ALL of one list_events_branch per
+-- status asked for (the one given, or all three), each with the list_events_*_filter blocks of
+-- the shape. created_at is derived from the uuid7 id (migration 0011), so the page order
+-- (created_at, id) is id order and every time bound is an id bound. Each branch reads the
+-- index that begins with its equality filters, in id order, and stops at $2 rows; Merge
+-- Append interleaves the branches:
+--   partner + status                       -> events_partner_status
+--   partner + event name + status          -> events_partner_name_status
+--   partner + registration + status        -> events_partner_registration_status
+--   partner + registration + name + status -> events_partner_registration_name_status
+-- The window's resources are read for the page's rows only, one key lookup each, in the
+-- windows partitions the range can reference (as a join, a generic plan hashed every window).
 -- $1 partner, $2 rows to return; further parameters are numbered by the store.
-SELECT id, partner_id, registration_id, event_name, resources, status, created_at,
-       last_attempted_at
-FROM ({branches}) AS page
-ORDER BY created_at DESC, id DESC
-LIMIT $2;
+SELECT id, partner_id, registration_id, event_name,
+       coalesce((SELECT w.resources FROM windows w
+                 WHERE w.id = page.window_id {windows_filters}), ARRAY[]::text[]) AS resources,
+       status, created_at, last_attempted_at
+FROM (SELECT * FROM ({branches}) AS merged ORDER BY id DESC LIMIT $2) AS page
+ORDER BY id DESC;
 
 -- name: list_events_branch
-(SELECT id, partner_id, registration_id, event_name, resources, status, created_at,
+(SELECT id, partner_id, registration_id, event_name, window_id, status, created_at,
         last_attempted_at
  FROM events
  WHERE partner_id = $1 AND status = {status}::text{filters}
- ORDER BY created_at DESC, id DESC
+ ORDER BY id DESC
  LIMIT $2)
 
 -- name: list_events_registration_filter
@@ -35,34 +40,58 @@ AND registration_id = {value}::uuid
 -- name: list_events_event_name_filter
 AND event_name = {value}::text
 
--- name: list_events_created_after_filter
-AND created_at > {value}::timestamptz
+-- name: list_events_from_filter
+AND id >= {value}::uuid
 
 -- name: list_events_before_filter
-AND (created_at, id) < ({value}::timestamptz, {value2}::uuid)
+AND id < {value}::uuid
+
+-- name: history_days_before
+-- The days before $1 that have a history partition, newest first.
+SELECT to_date(substr(c.relname, 9), 'YYYYMMDD') AS day
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'events'::regclass AND c.relname ~ '^events_p[0-9]{8}$'
+  AND to_date(substr(c.relname, 9), 'YYYYMMDD') < $1
+ORDER BY 1 DESC;
 
 -- name: get_event
-SELECT id, partner_id, registration_id, event_name, resources, status, created_at,
-       last_attempted_at
-FROM events WHERE id = $1 AND partner_id = $2;
+SELECT e.id, e.partner_id, e.registration_id, e.event_name,
+       coalesce((SELECT w.resources FROM windows w WHERE w.id = e.window_id),
+                ARRAY[]::text[]) AS resources,
+       e.status, e.created_at, e.last_attempted_at
+FROM events e
+WHERE e.id = $1 AND e.partner_id = $2;
 
 -- name: list_attempts
 SELECT event_id, attempt_number, attempted_at, duration_ms, response_status, error, response_body
 FROM attempts WHERE event_id = $1 ORDER BY attempt_number;
 
 -- name: insert_test_event
--- A test delivery is history only: it never enters delivery_queue.
-INSERT INTO events (id, partner_id, registration_id, event_name, resources, status,
-                    attempt_count, last_attempted_at)
-VALUES ($1, $2, $3, 'test.event', '{}', $4, 1, $5)
-RETURNING id, partner_id, registration_id, event_name, resources, status, created_at,
-          last_attempted_at;
+-- A test delivery is history only: it never enters delivery_queue, and carries no resources
+-- (no window).
+INSERT INTO events (id, partner_id, registration_id, event_name, status, attempt_count,
+                    last_attempted_at)
+VALUES ($1, $2, $3, 'test.event', $4, 1, $5)
+RETURNING id, partner_id, registration_id, event_name, '{}'::text[] AS resources, status,
+          created_at, last_attempted_at;
 
--- name: purge_finished_events
-DELETE FROM events WHERE id IN (
-    SELECT id FROM events WHERE status <> 'Pending'
-      AND created_at < now() - make_interval(days => $1)
-    LIMIT $2);
+-- name: ensure_history_partitions
+-- The day partitions of windows, events and attempts from $1 days ago to $2 days ahead (UTC).
+SELECT broker_ensure_history_partitions((now() AT TIME ZONE 'UTC')::date - $1::int,
+                                        (now() AT TIME ZONE 'UTC')::date + $2::int);
+
+-- name: expired_history_days
+-- Days whose whole partition is older than the retention period of $1 days.
+SELECT to_date(substr(c.relname, 9), 'YYYYMMDD') AS day
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'events'::regclass AND c.relname ~ '^events_p[0-9]{8}$'
+  AND to_date(substr(c.relname, 9), 'YYYYMMDD') + 1
+      <= ((now() - make_interval(days => $1)) AT TIME ZONE 'UTC')::date
+ORDER BY 1;
+
+-- name: drop_history_day
+-- Under the caller's lock_timeout (see broker_drop_history_day in migration 0011).
+SELECT broker_drop_history_day($1::date);
 
 -- name: drop_expired_previous_secrets
 UPDATE registrations SET previous_secret_sealed = NULL, previous_secret_expires_at = NULL

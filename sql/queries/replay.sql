@@ -5,21 +5,22 @@
 
 -- name: count_replay_events
 -- The up-front count the 100000 limit is checked against: $1 partner, $2 registration,
--- $3 statuses, [$4, $5) created_at. test.event rows are history only and never queued, so they
--- do not count. A range of events_partner_registration_status_created per status.
+-- $3 statuses, [$4, $5) an id range (created_at is the id's millisecond, migration 0011: the
+-- store turns [since, until) into ids). test.event rows are history only and never queued, so
+-- they do not count. A range of events_partner_registration_status per status, over the days
+-- the range covers.
 SELECT count(*) FROM events
 WHERE partner_id = $1 AND registration_id = $2 AND status = ANY($3::text[])
-  AND created_at >= $4 AND created_at < $5
+  AND id >= $4::uuid AND id < $5::uuid
   AND event_name <> 'test.event';
 
 -- name: replay_batch
--- The next batch of one status, oldest first, after the keyset ($6, $7): a backward range scan
--- of events_partner_registration_status_created (one status: an index order, no sort).
--- Requeued rows leave this status range, so the keyset only skips what was already done.
-SELECT id, created_at FROM events
+-- The next batch of one status, oldest first, after id $6 (the keyset) and before $5: a
+-- backward range scan of events_partner_registration_status (one status: an index order, no
+-- sort). Requeued rows leave this status range, so the keyset only skips what was done.
+SELECT id FROM events
 WHERE partner_id = $1 AND registration_id = $2 AND status = $3
-  AND created_at >= $4 AND created_at < $5
-  AND (created_at, id) > ($6::timestamptz, $7::uuid)
+  AND id > $4::uuid AND id < $5::uuid
   AND event_name <> 'test.event'
-ORDER BY created_at, id
-LIMIT $8;
+ORDER BY id
+LIMIT $6;

@@ -40,12 +40,17 @@ async def test_worker_drains_a_large_backlog_in_bounded_memory(brokers, db_url, 
                 assert resp.status == 200
         # The backlog: 12 000 queued event objects of ~1 KiB each, made directly in SQL.
         await db.execute(
-            """WITH e AS (
-                   INSERT INTO events (id, partner_id, registration_id, event_name, resources)
-                   SELECT gen_random_uuid(), $1, ($2::uuid[])[1 + g % 4], 'Core.Account.Opened',
+            """WITH g AS MATERIALIZED (
+                   SELECT broker_uuid7(now()) AS id, g FROM generate_series(1, $3) AS g
+               ), w AS (
+                   INSERT INTO windows (id, partner_id, event_name, resources)
+                   SELECT id, $1, 'Core.Account.Opened',
                           array(SELECT 'core/v1/backlog/' || g || '/' || i
                                 FROM generate_series(1, 40) AS i)
-                   FROM generate_series(1, $3) AS g
+                   FROM g
+               ), e AS (
+                   INSERT INTO events (id, partner_id, registration_id, event_name, window_id)
+                   SELECT id, $1, ($2::uuid[])[1 + g % 4], 'Core.Account.Opened', id FROM g
                    RETURNING id, registration_id, created_at)
                INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at)
                SELECT id, registration_id, created_at, created_at FROM e""",

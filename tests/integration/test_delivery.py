@@ -652,7 +652,7 @@ async def test_two_workers_on_one_database_deliver_everything_never_concurrently
     delivered = {d.headers["webhook-id"] for d in receiver.received}
     assert delivered == {str(e) for e in per_event}
     # Every resource reached every registration once, each in its own event object.
-    got = await db.fetch("SELECT registration_id, resources FROM events")
+    got = await db.fetch("SELECT registration_id, resources FROM event_objects")
     for reg in regs:
         mine = sorted(r["resources"][0] for r in got if str(r["registration_id"]) == reg["id"])
         assert mine == sorted(resources)
@@ -765,7 +765,7 @@ async def test_two_worker_processes_close_each_window_once_and_deliver_everythin
     finally:
         for proc in procs:
             await _stop(proc)
-    rows = await db.fetch("SELECT id, registration_id, event_name, resources FROM events")
+    rows = await db.fetch("SELECT id, registration_id, event_name, resources FROM event_objects")
     expected = {(every["id"], n): emitted[n] for n in names}
     expected |= {(some["id"], n): emitted[n] for n in ("Core.Scale.E0", "Core.Scale.E3")}
     seen: dict[tuple[str, str], Counter[str]] = {}

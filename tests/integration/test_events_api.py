@@ -20,9 +20,15 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from broker.domain.ids import format_time, uuid7
+from broker.domain.ids import (
+    first_id_after,
+    first_id_at_or_after,
+    format_time,
+    uuid7_at,
+    uuid7_time,
+)
 from broker.store.history import history_page_query
-from tests.conftest import make_world, wait_until
+from tests.conftest import insert_event_rows, make_world, wait_until
 
 NAMES = ("Core.Account.Opened", "Core.Card.Issued")
 BASE = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -40,23 +46,13 @@ EVENT_KEYS = {
 
 
 async def insert_events(db, rows: list[dict[str, Any]]) -> None:
-    await db.executemany(
-        "INSERT INTO events (id, partner_id, registration_id, event_name, resources, status,"
-        " created_at, last_attempted_at) VALUES ($1, $2::uuid, $3::uuid, $4, $5, $6, $7, $8)",
-        [
-            (
-                r["id"],
-                r["partner_id"],
-                r["registration_id"],
-                r["event_name"],
-                r["resources"],
-                r["status"],
-                r["created_at"],
-                r.get("last_attempted_at"),
-            )
-            for r in rows
-        ],
-    )
+    await insert_event_rows(db, rows)
+
+
+def at(moment: datetime) -> tuple[uuid.UUID, datetime]:
+    """An event id made at ``moment`` and the created_at it gives (its millisecond)."""
+    event_id = uuid7_at(moment)
+    return event_id, uuid7_time(event_id)
 
 
 def make_rows(
@@ -67,9 +63,10 @@ def make_rows(
     for i in range(count):
         # Every fifth event shares its timestamp with the previous one: ties must page right.
         created = start + timedelta(seconds=i - (1 if i % 5 == 4 else 0), microseconds=123456)
+        event_id, created = at(created)
         rows.append(
             {
-                "id": uuid7(),
+                "id": event_id,
                 "partner_id": partner_id,
                 "registration_id": regs[i % len(regs)],
                 "event_name": NAMES[i % 2],
@@ -282,7 +279,7 @@ async def test_keyset_pages_are_stable_under_concurrent_inserts(client, db):
     # A block of events sharing one timestamp straddles page boundaries.
     tied = BASE + timedelta(seconds=20, microseconds=7)
     for row in original[10:25]:
-        row["created_at"] = tied
+        row["id"], row["created_at"] = at(tied)
     await insert_events(db, original)
     seen: list[str] = []
     added: list[dict[str, Any]] = []
@@ -484,22 +481,26 @@ def _literal(value: Any) -> str:
     return str(int(value))
 
 
-def rows_read(plan: dict[str, Any]) -> int:
-    """Rows every scan node of an EXPLAIN (ANALYZE, FORMAT JSON) plan produced or filtered out."""
+def rows_read(plan: dict[str, Any], table: str = "") -> int:
+    """Rows every scan node of an EXPLAIN (ANALYZE, FORMAT JSON) plan produced or filtered out
+    (of the tables whose name starts with ``table``)."""
     node_rows = 0
-    if "Scan" in plan["Node Type"]:
+    if plan.get("Relation Name", "\0").startswith(table):
         seen = (
             plan["Actual Rows"]
             + plan.get("Rows Removed by Filter", 0)
             + plan.get("Rows Removed by Index Recheck", 0)
         )
         node_rows = seen * plan["Actual Loops"]
-    return node_rows + sum(rows_read(child) for child in plan.get("Plans", []))
+    return node_rows + sum(rows_read(child, table) for child in plan.get("Plans", []))
 
 
 def scans(plan: dict[str, Any]) -> list[str]:
+    """The scan nodes that read a row. (A day partition with no rows may be scanned
+    sequentially: the planner knows it is empty, and the scan reads nothing.)"""
     own = [f"{plan['Node Type']} {plan.get('Index Name', '')}".strip()]
-    own = own if "Scan" in plan["Node Type"] else []
+    table_scan = "Relation Name" in plan
+    own = own if table_scan and rows_read({**plan, "Plans": []}) else []
     return own + [s for child in plan.get("Plans", []) for s in scans(child)]
 
 
@@ -515,20 +516,28 @@ async def test_every_filter_shape_reads_one_page_whatever_plan_the_cache_picks(c
     # quiet registration (regs[1]), so a plan that filters instead of seeking reads hundreds or
     # thousands of rows for a sparse page.
     insert = """
-        INSERT INTO events (id, partner_id, registration_id, event_name, resources, status,
-                            created_at)
-        SELECT gen_random_uuid(), $1::uuid,
+        WITH g AS MATERIALIZED (
+            SELECT broker_uuid7(timestamptz '2026-03-01 00:00:00+00' + make_interval(secs => g))
+                       AS id, g
+            FROM generate_series(1, $3::int) AS g
+        ), w AS (
+            INSERT INTO windows (id, partner_id, event_name, resources)
+            SELECT id, $1::uuid, 'Core.Account.Opened', ARRAY['core/v1/r/' || g] FROM g
+        )
+        INSERT INTO events (id, partner_id, registration_id, event_name, window_id, status)
+        SELECT id, $1::uuid,
                ($2::uuid[])[least(array_length($2::uuid[], 1),
                                   CASE WHEN g % 11 = 0 THEN 2 ELSE 1 + 2 * (g % 2) END)],
                CASE WHEN g % 7 = 0 THEN 'Core.Card.Issued' ELSE 'Core.Account.Opened' END,
-               ARRAY['core/v1/r/' || g],
+               id,
                CASE WHEN g % 29 = 0 THEN 'Failed' WHEN g % 31 = 0 THEN 'Pending'
-                    ELSE 'Success' END,
-               timestamptz '2026-03-01 00:00:00+00' + make_interval(secs => g)
-        FROM generate_series(1, $3::int) AS g"""
+                    ELSE 'Success' END
+        FROM g"""
+    await db.execute("SELECT broker_ensure_history_partitions('2026-03-01', '2026-03-01')")
     await db.execute(insert, world.partner_id, regs, 30000)
     await db.execute(insert, other.partner_id, [other_reg], 30000)
     await db.execute("ANALYZE events")
+    await db.execute("ANALYZE windows")
     start = datetime(2026, 3, 1, tzinfo=UTC)
     values: dict[str, Any] = {
         "registration_id": uuid.UUID(regs[1]),
@@ -537,15 +546,32 @@ async def test_every_filter_shape_reads_one_page_whatever_plan_the_cache_picks(c
         "created_after": start + timedelta(seconds=3000),
         "created_before": start + timedelta(seconds=27000),
     }
+    deep = start + timedelta(seconds=6000, microseconds=1)
     pages = {
         "first page": None,
-        "deep page": (start + timedelta(seconds=6000, microseconds=1), uuid.UUID(int=0)),
+        # A cursor is (created_at, id) of the last row shown; created_at is the id's time.
+        "deep page": (deep, first_id_at_or_after(deep)),
     }
     for mask in itertools.product((False, True), repeat=len(values)):
         filters = {k: (v if on else None) for (k, v), on in zip(values.items(), mask, strict=True)}
         for page_name, after in pages.items():
+            # One day's range, as the store walks them (the data is all on that day).
+            ids_from = first_id_at_or_after(start)
+            if filters["created_after"] is not None:
+                ids_from = max(ids_from, first_id_after(filters["created_after"]))
+            uppers = [first_id_at_or_after(start + timedelta(days=1))]
+            if filters["created_before"] is not None:
+                uppers.append(first_id_at_or_after(filters["created_before"]))
+            if after is not None:
+                uppers.append(after[1])
             sql, args = history_page_query(
-                uuid.UUID(world.partner_id), **filters, after=after, limit=PAGE + 1
+                uuid.UUID(world.partner_id),
+                registration_id=filters["registration_id"],
+                event_name=filters["event_name"],
+                status=filters["status"],
+                ids_from=ids_from,
+                ids_before=min(uppers),
+                limit=PAGE + 1,
             )
             shape = f"{[k for k, v in filters.items() if v is not None]}, {page_name}"
             await db.execute(f"PREPARE page AS {sql.rstrip().rstrip(';')}")
@@ -555,10 +581,12 @@ async def test_every_filter_shape_reads_one_page_whatever_plan_the_cache_picks(c
                 [plan] = orjson.loads(
                     await db.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {execute}")
                 )
-                read = rows_read(plan["Plan"])
+                read = rows_read(plan["Plan"], "events")
                 used = scans(plan["Plan"])
                 assert all(s.startswith("Index Scan") for s in used), f"{shape}, {mode}: {used}"
                 assert read <= 2 * (PAGE + 1), f"{shape}, {mode}: read {read} rows with {used}"
+                # The resources: one window per row of the page, looked up by key.
+                assert rows_read(plan["Plan"], "windows") <= PAGE + 1, f"{shape}, {mode}"
 
             got = [r["id"] for r in await db.fetch(execute)]
             await db.execute("RESET plan_cache_mode")

@@ -470,10 +470,11 @@ async def test_per_registration_cap_holds_across_concurrent_claimers(db_url, db)
     stores = [Store(await create_pool(db_url, size=2), keys=TEST_KEYS) for _ in range(3)]
     try:
         for _ in range(40):
+            await db.execute("DELETE FROM delivery_queue")
             await db.execute("DELETE FROM events")
             await db.execute(
-                "INSERT INTO events (id, partner_id, registration_id, event_name, resources)"
-                " SELECT gen_random_uuid(), $1, $2, 'Core.Account.Opened', '{}'"
+                "INSERT INTO events (id, partner_id, registration_id, event_name)"
+                " SELECT broker_uuid7(now()), $1, $2, 'Core.Account.Opened'"
                 " FROM generate_series(1, 20)",
                 partner,
                 registration,

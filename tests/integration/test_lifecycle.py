@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 import warnings
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from broker.domain.ids import utcnow
 from broker.store.db import create_pool
 from broker.store.store import Store
 from broker.workers.housekeeping import Housekeeping
@@ -28,6 +30,7 @@ from tests.conftest import (
     TEST_KEYS,
     Receiver,
     World,
+    insert_event_rows,
     make_settings,
     make_world,
     stored_secrets,
@@ -815,16 +818,18 @@ async def test_rotation_rejects_bad_input_and_changes_nothing(make_client, recei
 async def _insert_event(
     db: Any, world: World, reg_id: str, status: str, age_days: int = 0
 ) -> uuid.UUID:
-    event_id = uuid.uuid4()
-    await db.execute(
-        """INSERT INTO events (id, partner_id, registration_id, event_name, resources, status, created_at)
-           VALUES ($1, $2, $3, $4, '{r}', $5, now() - make_interval(days => $6))""",
-        event_id,
-        uuid.UUID(world.partner_id),
-        uuid.UUID(reg_id),
-        world.event_name,
-        status,
-        age_days,
+    [event_id] = await insert_event_rows(
+        db,
+        [
+            {
+                "partner_id": world.partner_id,
+                "registration_id": reg_id,
+                "event_name": world.event_name,
+                "resources": ["r"],
+                "status": status,
+                "created_at": utcnow() - timedelta(days=age_days),
+            }
+        ],
     )
     await db.execute(
         """INSERT INTO attempts (event_id, attempt_number, attempted_at, duration_ms)
@@ -850,7 +855,8 @@ async def test_housekeeping_jobs(make_client, receiver, db, db_url):
     rid = reg["id"]
     old_success = await _insert_event(db, world, rid, "Success", 40)
     old_failed = await _insert_event(db, world, rid, "Failed", 31)
-    old_pending = await _insert_event(db, world, rid, "Pending", 40)
+    # Retention drops whole days: a day holding a queued event stays until it holds none.
+    old_pending = await _insert_event(db, world, rid, "Pending", 41)
     recent = await _insert_event(db, world, rid, "Success", 29)
     stale = await _insert_event(db, world, rid, "Pending")
     live = await _insert_event(db, world, rid, "Pending")
@@ -881,7 +887,7 @@ async def test_housekeeping_jobs(make_client, receiver, db, db_url):
     pool = await create_pool(db_url, size=2)
     try:
         housekeeping = Housekeeping(Store(pool, keys=TEST_KEYS), make_settings(retention_days=30))
-        assert await housekeeping.purge_retention() == 2
+        assert await housekeeping.purge_retention() == 2  # days dropped
         left = {r["id"] for r in await db.fetch("SELECT id FROM events")}
         assert left == {old_pending, recent, stale, live}
         assert (
@@ -944,6 +950,7 @@ async def test_housekeeping_scheduler_starts_runs_and_stops_cleanly(
             housekeeping.start()
             assert housekeeping.running
             assert set(housekeeping.job_names) == {
+                "ensure_history_partitions",
                 "purge_retention",
                 "drop_expired_secrets",
                 "discard_orphaned_events",

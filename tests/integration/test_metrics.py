@@ -169,10 +169,9 @@ async def test_delivery_lag_shows_due_work_no_worker_has_claimed(client, receive
     reg = await world.register(receiver.url)
     await db.execute(
         """WITH e AS (
-               INSERT INTO events (id, partner_id, registration_id, event_name, resources,
-                                   created_at)
-               VALUES (gen_random_uuid(), $1::uuid, $2::uuid, 'Core.Account.Opened', '{}',
-                       now() - interval '6 seconds')
+               INSERT INTO events (id, partner_id, registration_id, event_name)
+               VALUES (broker_uuid7(now() - interval '6 seconds'), $1::uuid, $2::uuid,
+                       'Core.Account.Opened')
                RETURNING id, registration_id, created_at)
            INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at)
            SELECT id, registration_id, created_at, now() - interval '5 seconds' FROM e""",
@@ -197,8 +196,8 @@ async def test_a_scrape_serves_the_last_snapshot_and_never_reads_the_queue(clien
     assert 0 <= first[AGE] < 60
     await db.execute(
         """WITH e AS (
-               INSERT INTO events (id, partner_id, registration_id, event_name, resources)
-               SELECT gen_random_uuid(), $1::uuid, $2::uuid, 'Core.Account.Opened', '{}'
+               INSERT INTO events (id, partner_id, registration_id, event_name)
+               SELECT broker_uuid7(now()), $1::uuid, $2::uuid, 'Core.Account.Opened'
                FROM generate_series(1, 3)
                RETURNING id, registration_id, created_at)
            INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at)
@@ -232,14 +231,16 @@ async def test_pending_past_the_ttl_becomes_failed_history(client, db, db_url):
     reg = await world.register("http://127.0.0.1:9/a")
     await db.execute("UPDATE registrations SET status = 'Suspended' WHERE id = $1::uuid", reg["id"])
     ages = {"old": 31, "fresh": 29, "leased": 40}
+    await db.execute(
+        "SELECT broker_ensure_history_partitions((now() - interval '41 days')::date, now()::date)"
+    )
     ids = {}
     for name, days in ages.items():
         ids[name] = await db.fetchval(
             """WITH e AS (
-                   INSERT INTO events (id, partner_id, registration_id, event_name, resources,
-                                       created_at)
-                   VALUES (gen_random_uuid(), $1::uuid, $2::uuid, 'Core.Account.Opened', '{r}',
-                           now() - make_interval(days => $3))
+                   INSERT INTO events (id, partner_id, registration_id, event_name)
+                   VALUES (broker_uuid7(now() - make_interval(days => $3)), $1::uuid, $2::uuid,
+                           'Core.Account.Opened')
                    RETURNING id, registration_id, created_at)
                INSERT INTO delivery_queue (event_id, registration_id, created_at, next_attempt_at,
                                            locked_until, locked_by)

@@ -50,7 +50,7 @@ def route(receiver: Receiver, failing: dict[str, bool]) -> None:
 async def ops_received(db: asyncpg.Connection, registration_id: str) -> dict[str, list[str]]:
     """Operational event objects made for the ops registration: name -> resources, all windows."""
     rows = await db.fetch(
-        "SELECT event_name, resources FROM events WHERE registration_id = $1 ORDER BY created_at",
+        "SELECT event_name, resources FROM event_objects WHERE registration_id = $1 ORDER BY created_at",
         registration_id,
     )
     out: dict[str, list[str]] = {}
@@ -274,7 +274,7 @@ async def test_a_failed_operational_event_raises_no_failed_event(
         ("Broker.Event.Failed", "Failed"),
     ]
     resources = await db.fetchval(
-        "SELECT resources FROM events WHERE registration_id = $1", ops["id"]
+        "SELECT resources FROM event_objects WHERE registration_id = $1", ops["id"]
     )
     business_event = failed[0]["id"]
     assert resources == [f"webhooks/v1/events/{business_event}"]

@@ -103,8 +103,8 @@ async def queue_due_event(db: Any, world: Any, registration_id: str, seconds_ago
     """A Pending event object whose registration has been due for a claim that long."""
     event_id = uuid7()
     await db.execute(
-        "INSERT INTO events (id, partner_id, registration_id, event_name, resources)"
-        " VALUES ($1, $2::uuid, $3::uuid, $4, ARRAY['r/1'])",
+        "INSERT INTO events (id, partner_id, registration_id, event_name)"
+        " VALUES ($1, $2::uuid, $3::uuid, $4)",
         event_id,
         world.partner_id,
         registration_id,

@@ -15,8 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from broker.domain.ids import uuid7
-from tests.conftest import make_world, runtime_of, wait_until
+from tests.conftest import insert_event_rows, make_world, runtime_of, wait_until
 
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -29,14 +28,20 @@ async def insert_history(
     db: Any, world: Any, registration_id: str, rows: list[tuple[str, datetime]], *, name: str = ""
 ) -> list[uuid.UUID]:
     """Finished event objects (status, created_at) with one attempt already made."""
-    ids = [uuid7() for _ in rows]
-    await db.executemany(
-        "INSERT INTO events (id, partner_id, registration_id, event_name, resources, status,"
-        " created_at, last_attempted_at, attempt_count)"
-        " VALUES ($1, $2::uuid, $3::uuid, $4, $5, $6, $7, $7, 1)",
+    ids = await insert_event_rows(
+        db,
         [
-            (i, world.partner_id, registration_id, name or world.event_name, ["r/1"], s, at)
-            for i, (s, at) in zip(ids, rows, strict=True)
+            {
+                "partner_id": world.partner_id,
+                "registration_id": registration_id,
+                "event_name": name or world.event_name,
+                "resources": ["r/1"],
+                "status": s,
+                "created_at": at,
+                "last_attempted_at": at,
+                "attempt_count": 1,
+            }
+            for s, at in rows
         ],
     )
     await db.executemany(
@@ -194,11 +199,11 @@ async def test_replay_of_a_suspended_registration_waits_in_its_queue(client, db,
 async def test_more_than_100000_is_refused_naming_the_count(client, db, receiver):
     world = await make_world(client)
     reg = await world.register(receiver.url)
+    await db.execute("SELECT broker_ensure_history_partitions($1::date, $1::date)", BASE.date())
     await db.execute(
-        """INSERT INTO events (id, partner_id, registration_id, event_name, resources, status,
-                               created_at)
-           SELECT gen_random_uuid(), $1::uuid, $2::uuid, $3, ARRAY['r/1'], 'Failed',
-                  $4::timestamptz + make_interval(secs => i / 1000.0)
+        """INSERT INTO events (id, partner_id, registration_id, event_name, status)
+           SELECT broker_uuid7($4::timestamptz + make_interval(secs => i / 1000.0)),
+                  $1::uuid, $2::uuid, $3, 'Failed'
            FROM generate_series(1, 100001) AS i""",
         world.partner_id,
         reg["id"],

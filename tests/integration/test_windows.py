@@ -23,7 +23,7 @@ R = "core/v1/dda/accounts/"
 async def event_rows(db) -> list[Any]:
     return await db.fetch(
         "SELECT id, registration_id, event_name, resources, status, attempt_count, created_at"
-        " FROM events WHERE event_name <> 'test.event' ORDER BY created_at, id"
+        " FROM event_objects WHERE event_name <> 'test.event' ORDER BY created_at, id"
     )
 
 
@@ -438,7 +438,7 @@ async def test_a_close_in_progress_never_makes_ingest_wait(make_client, db_url, 
         for pool in pools:
             await pool.close()
     rows = await db.fetch(
-        "SELECT partner_id::text AS partner, resources FROM events ORDER BY created_at, id"
+        "SELECT partner_id::text AS partner, resources FROM event_objects ORDER BY created_at, id"
     )
     windows = {
         p: [list(r["resources"]) for r in rows if r["partner"] == p]
