@@ -33,9 +33,10 @@ from broker.workers.waiting import wait_any
 log = logging.getLogger(__name__)
 
 FIRST_RUN_AFTER_SECONDS = 10.0
-# Day partitions of history made ahead of time (migration 0011): an insert into a day without
-# one fails, so a week gives housekeeping (hourly) many chances, and covers clock skew.
-PARTITIONS_AHEAD_DAYS = 7
+# Day partitions of history made ahead of time (migration 0011). An insert into a day without
+# one fails, so two days give housekeeping (hourly) 24 chances or more; more would make the
+# first query of every history page plan more empty partitions (it covers today and after).
+PARTITIONS_AHEAD_DAYS = 2
 
 
 class Housekeeping:

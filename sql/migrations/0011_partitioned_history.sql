@@ -11,7 +11,7 @@
 --
 -- Retention drops whole day partitions (broker_drop_history_day) instead of DELETE, so the
 -- table does not bloat; a day that still holds queued (Pending) work is kept until it holds
--- none. Housekeeping creates the partitions 7 days ahead (broker_ensure_history_partitions).
+-- none. Housekeeping creates the partitions 2 days ahead (broker_ensure_history_partitions).
 --
 -- windows holds each closed window's resources once; the event objects of its matching
 -- registrations reference it (events.window_id). A 1000-resource window to 10 registrations was
@@ -186,7 +186,7 @@ FROM events_v10 e LEFT JOIN rekeyed r ON r.old_id = e.id;
 SELECT broker_ensure_history_partitions(
     least(coalesce((SELECT min(broker_uuid7_time(new_id)) FROM moved), now()),
           now() - interval '1 day')::date,
-    (now() + interval '7 days')::date);
+    (now() + interval '2 days')::date);
 
 -- A window was closed into its event objects by one statement: they share partner, event
 -- name, resources and (the statement's now()) created_at. Each such group becomes one window,
