@@ -47,7 +47,7 @@ bench-quick: $(STAMP)
 # History at scale (bench/README.md): a large events table, a hot partner's window backlog,
 # /metrics over a big queue. Not in CI. Sizes: --set history_events=10000000 etc.
 bench-history: $(STAMP)
-	$(BIN)/python -m bench.run --only history_filters,window_drain,metrics_scrape $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --only history_filters,history_retention,window_drain,metrics_scrape $(BENCH_ARGS)
 
 # Not in CI: broker beside a pgqueuer job queue with an aiohttp worker, the same signed POSTs to
 # the same receiver, alternating rounds (bench/peers/, bench/README.md). Installs the `peers`

@@ -42,6 +42,7 @@ import asyncpg
 import orjson
 
 from bench import policies
+from bench import retention as bench_retention
 from bench import stats as bench_stats
 from bench.httpclient import HttpConnection, build_request, percentile
 from bench.isolation import (
@@ -87,6 +88,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "window_drain_resources_per_s": (">=", 50_000),
     "window_drain_other_ingest_p99_ms": ("<=", 100),
     "metrics_scrape_p99_ms": ("<=", 10),
+    "history_retention_drop_max_ms": ("<=", 1000),
+    "history_retention_size_ratio": ("<=", 1.1),
     "noisy_neighbour_p99_delta_s": ("<=", 0.5),
     "idle_registrations_ratio": (">=", 0.9),
     "workers_scaling_3_to_1": (">=", 2.5),
@@ -110,7 +113,7 @@ PHASES = (
 )
 # make bench-history: apart from make bench, because history_filters loads a large table.
 # --tiny runs them too (at tiny sizes), so CI checks that they work.
-HISTORY_PHASES = ("history_filters", "window_drain", "metrics_scrape")
+HISTORY_PHASES = ("history_filters", "history_retention", "window_drain", "metrics_scrape")
 RESULT_KEYS = (
     "ingest_batch_resources_per_s",
     "ingest_single_requests_per_s",
@@ -135,6 +138,7 @@ HISTORY_KEYS = (
     "window_drain_resources_per_s",
     "window_drain_other_ingest_p99_ms",
     "metrics_scrape_p99_ms",
+    *bench_retention.RESULT_KEYS,
 )
 HISTORY_EVENT_NAMES = tuple(f"Bench.History.H{i}" for i in range(5))
 DRAIN_EVENT = "Bench.Drain.Hot"
@@ -1558,6 +1562,10 @@ class Bench:
                 await timed("stats", lambda: bench_stats.phase_stats(self))
             if want("history_filters"):
                 await timed("history_filters", self.phase_history_filters)
+            if want("history_retention"):
+                await timed(
+                    "history_retention", lambda: bench_retention.phase_history_retention(self)
+                )
             if want("window_drain"):
                 await self.reset_ingest_tables()
                 self.worker, _ = await self.start_broker("worker", "worker-drain")

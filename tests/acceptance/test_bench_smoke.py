@@ -47,6 +47,8 @@ HISTORY_KEYS = (
     "window_drain_resources_per_s",
     "window_drain_other_ingest_p99_ms",
     "metrics_scrape_p99_ms",
+    "history_retention_drop_max_ms",
+    "history_retention_size_ratio",
 )
 
 
