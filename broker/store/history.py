@@ -27,17 +27,21 @@ def history_page_query(
     registration_id: uuid.UUID | None,
     event_name: str | None,
     status: str | None,
-    ids_from: uuid.UUID,
+    day: tuple[uuid.UUID, uuid.UUID | None],
+    ids_from: uuid.UUID | None,
     ids_before: uuid.UUID | None,
     limit: int,
 ) -> tuple[str, list[object]]:
-    """The query text and arguments of one history page over ids in [ids_from, ids_before)
-    (``sql/queries/events.sql``).
+    """The query text and arguments of one history page over the ids of one day partition
+    (``day``: its first id and the next day's, or None for today and after) that are in
+    [ids_from, ids_before) (``sql/queries/events.sql``).
 
-    The text depends only on which filters are present (its shape), never on their values, so
-    each shape is one prepared statement whose every predicate is an index condition; its
-    generic plan and its custom plans are the same plan. The id range keeps the plan to the
-    day partitions it covers (planning every partition of a month costs more than the page).
+    The text depends only on which filters are present (its shape) and on the day, never on
+    their values, so each is one prepared statement whose every predicate is an index
+    condition; its generic plan and its custom plans are the same plan. The day's bounds are
+    literals, so even a generic plan holds that day's partition alone: a plan of every
+    partition of a month costs more to make than the page costs to read, and a generic plan
+    over all of them was measured choosing primary-key scans that read whole days.
     """
     args: list[object] = [partner_id, limit]
 
@@ -45,26 +49,39 @@ def history_page_query(
         args.append(value)
         return f"${len(args)}"
 
+    def literal(value: uuid.UUID) -> str:
+        return f"'{value}'"  # a uuid's text: hex digits and hyphens only
+
     status_params = [param(s) for s in ([status] if status is not None else EVENT_STATUSES)]
     filters: list[str] = []
     if registration_id is not None:
         filters.append(Q.list_events_registration_filter.format(value=param(registration_id)))
     if event_name is not None:
         filters.append(Q.list_events_event_name_filter.format(value=param(event_name)))
-    filters.append(Q.list_events_from_filter.format(value=param(ids_from)))
+    day_from, day_before = day
     # A window's id is its first event object's, made just before the others: the windows of
-    # these event objects are at most a day older than the range.
-    windows_from = param(uuid.UUID(int=max(ids_from.int - (_DAY_MS << 80), 0)))
-    windows_filters = Q.list_events_from_filter.format(value=windows_from)
+    # a day's event objects are in that day or the one before.
+    windows = [
+        Q.list_events_from_filter.format(value=literal(_days_before(day_from, 1))),
+    ]
+    filters.append(Q.list_events_from_filter.format(value=literal(day_from)))
+    if day_before is not None:
+        bound = Q.list_events_before_filter.format(value=literal(day_before))
+        filters.append(bound)
+        windows.append(bound)
+    if ids_from is not None:
+        filters.append(Q.list_events_from_filter.format(value=param(ids_from)))
     if ids_before is not None:
-        before = param(ids_before)
-        filters.append(Q.list_events_before_filter.format(value=before))
-        windows_filters += " " + Q.list_events_before_filter.format(value=before)
+        filters.append(Q.list_events_before_filter.format(value=param(ids_before)))
     joined = "".join("\n   " + f for f in filters)
     branches = "\nUNION ALL\n".join(
         Q.list_events_branch.format(status=p, filters=joined) for p in status_params
     )
-    return Q.list_events.format(branches=branches, windows_filters=windows_filters), args
+    return Q.list_events.format(branches=branches, windows_filters=" ".join(windows)), args
+
+
+def _days_before(first_id: uuid.UUID, days: int) -> uuid.UUID:
+    return uuid.UUID(int=max(first_id.int - ((days * _DAY_MS) << 80), 0))
 
 
 _DAY_MS = 86_400_000
@@ -83,10 +100,6 @@ async def _spans(
     yield _day_start(today), None
     async for day in older_days:
         yield _day_start(day), _day_start(day + timedelta(days=1))
-
-
-def _lowest(a: uuid.UUID | None, b: uuid.UUID | None) -> uuid.UUID | None:
-    return b if a is None else a if b is None else min(a, b)
 
 
 # Connectivity tests are history only: never queued, never resent.
@@ -125,20 +138,21 @@ class HistoryQueries(StoreBase):
                 for row in await conn.fetch(Q.history_days_before, today):
                     yield row["day"]
 
-            async for ids_from, ids_before in _spans(today, older_days()):
-                if lower is not None and ids_before is not None and ids_before <= lower:
+            async for day_from, day_before in _spans(today, older_days()):
+                if lower is not None and day_before is not None and day_before <= lower:
                     break  # this day and every older one are before createdAfter
-                span_from = ids_from if lower is None else max(lower, ids_from)
-                span_before = _lowest(ids_before, upper)
-                if span_before is not None and span_before <= span_from:
+                if upper is not None and upper <= day_from:
                     continue  # after the cursor or createdBefore
                 sql, args = history_page_query(
                     partner_id,
                     registration_id=registration_id,
                     event_name=event_name,
                     status=status,
-                    ids_from=span_from,
-                    ids_before=span_before,
+                    day=(day_from, day_before),
+                    ids_from=lower if lower is not None and lower > day_from else None,
+                    ids_before=upper
+                    if upper is not None and (day_before is None or upper < day_before)
+                    else None,
                     limit=limit - len(found),
                 )
                 found += [event_from_row(r) for r in await conn.fetch(sql, *args)]

@@ -555,22 +555,24 @@ async def test_every_filter_shape_reads_one_page_whatever_plan_the_cache_picks(c
     for mask in itertools.product((False, True), repeat=len(values)):
         filters = {k: (v if on else None) for (k, v), on in zip(values.items(), mask, strict=True)}
         for page_name, after in pages.items():
-            # One day's range, as the store walks them (the data is all on that day).
-            ids_from = first_id_at_or_after(start)
-            if filters["created_after"] is not None:
-                ids_from = max(ids_from, first_id_after(filters["created_after"]))
-            uppers = [first_id_at_or_after(start + timedelta(days=1))]
+            # One day's query, as the store walks them (the data is all on that day).
+            uppers = []
             if filters["created_before"] is not None:
                 uppers.append(first_id_at_or_after(filters["created_before"]))
             if after is not None:
                 uppers.append(after[1])
+            created_after = filters["created_after"]
             sql, args = history_page_query(
                 uuid.UUID(world.partner_id),
                 registration_id=filters["registration_id"],
                 event_name=filters["event_name"],
                 status=filters["status"],
-                ids_from=ids_from,
-                ids_before=min(uppers),
+                day=(
+                    first_id_at_or_after(start),
+                    first_id_at_or_after(start + timedelta(days=1)),
+                ),
+                ids_from=None if created_after is None else first_id_after(created_after),
+                ids_before=min(uppers, default=None),
                 limit=PAGE + 1,
             )
             shape = f"{[k for k, v in filters.items() if v is not None]}, {page_name}"
