@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 
 import orjson
-from prometheus_client import generate_latest
 
 from broker import metrics
 from broker.store.heartbeats import WorkerHeartbeat
@@ -54,14 +53,12 @@ async def scrape(store: Store) -> bytes:
                 else GaugeSnapshot.zero()
             )
             _Rendered.gauges = state.gauges
-            _Rendered.body = generate_latest(metrics.SNAPSHOT_REGISTRY)
+            _Rendered.body = metrics.render(metrics.SNAPSHOT_REGISTRY)
         metrics.GAUGES_AGE.set(state.gauges_age if state.gauges is not None else -1)
         publish_heartbeats(state.heartbeats)
     if _Rendered.body is None:  # the database was never reached: render the zeros as they are
-        _Rendered.body = generate_latest(metrics.SNAPSHOT_REGISTRY)
-    return (
-        generate_latest(metrics.REGISTRY) + _Rendered.body + generate_latest(metrics.LIVE_REGISTRY)
-    )
+        _Rendered.body = metrics.render(metrics.SNAPSHOT_REGISTRY)
+    return metrics.render(metrics.REGISTRY) + _Rendered.body + metrics.render(metrics.LIVE_REGISTRY)
 
 
 def publish_heartbeats(beats: list[WorkerHeartbeat]) -> None:
