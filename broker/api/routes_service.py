@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from broker import __version__
 from broker.api.appkeys import STORE
 from broker.api.problems import Problem
 from broker.api.serialize import json_response
 from broker.config import Settings
-from broker.metrics import REGISTRY
 
 routes = web.RouteTableDef()
-log = logging.getLogger(__name__)
 
 
 @routes.get("/healthz")
@@ -41,13 +37,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    from broker.workers.gauges import load_gauges
+    from broker.workers.gauges import scrape
 
-    try:
-        await load_gauges(request.app[STORE])
-    except Exception as exc:  # counters are still worth serving; gauges keep their last value
-        log.warning("metrics: could not read the gauges from the database (%r)", exc)
-    body = generate_latest(REGISTRY)
+    body = await scrape(request.app[STORE])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -11,9 +11,19 @@ SELECT $1, t.role, now() - make_interval(secs => t.age)
 FROM unnest($2::text[], $3::float8[]) AS t(role, age)
 ON CONFLICT (process, role) DO UPDATE SET last_claim_at = excluded.last_claim_at;
 
--- name: read_heartbeats
--- Every scrape of every process: a table of one row per live worker process and role.
-SELECT process, role, extract(epoch FROM last_claim_at)::float8 AS last_claim FROM worker_heartbeats;
+-- name: read_scrape
+-- Every scrape of every process, in one round trip: the gauge snapshot housekeeping keeps (one
+-- row; NULLs before the first refresh) and the heartbeats (one row per live worker process and
+-- role). The gauges come as text, so a scrape compares them with the last ones it rendered
+-- instead of decoding them (jsonb's text is canonical: same value, same text).
+SELECT s.gauges::text AS gauges,
+       extract(epoch FROM now() - s.taken_at)::float8 AS gauges_age,
+       h.processes, h.roles, h.last_claims
+FROM (SELECT coalesce(array_agg(process), '{}') AS processes,
+             coalesce(array_agg(role), '{}') AS roles,
+             coalesce(array_agg(extract(epoch FROM last_claim_at)::float8), '{}') AS last_claims
+      FROM worker_heartbeats) AS h
+LEFT JOIN gauge_snapshot AS s ON true;
 
 -- name: prune_heartbeats
 -- Housekeeping: the rows of processes that stopped claiming $1 seconds ago or more.
