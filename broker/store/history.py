@@ -32,14 +32,14 @@ def history_page_query(
     ids_before: uuid.UUID | None,
     limit: int,
 ) -> tuple[str, list[object]]:
-    """The query text and arguments of one history page over the ids of one day partition
-    (``day``: its first id and the next day's, or None for today and after) that are in
-    [ids_from, ids_before) (``sql/queries/events.sql``).
+    """The query text and arguments of one history page over the ids of a run of day
+    partitions (``day``: its first id and the first id after it, or None for today and after)
+    that are in [ids_from, ids_before) (``sql/queries/events.sql``).
 
     The text depends only on which filters are present (its shape) and on the day, never on
     their values, so each is one prepared statement whose every predicate is an index
-    condition; its generic plan and its custom plans are the same plan. The day's bounds are
-    literals, so even a generic plan holds that day's partition alone: a plan of every
+    condition; its generic plan and its custom plans are the same plan. The days' bounds are
+    literals, so even a generic plan holds those days' partitions alone: a plan of every
     partition of a month costs more to make than the page costs to read, and a generic plan
     over all of them was measured choosing primary-key scans that read whole days.
     """
@@ -60,7 +60,7 @@ def history_page_query(
         filters.append(Q.list_events_event_name_filter.format(value=param(event_name)))
     day_from, day_before = day
     # A window's id is its first event object's, made just before the others: the windows of
-    # a day's event objects are in that day or the one before.
+    # these event objects are in these days or the one before.
     windows = [
         Q.list_events_from_filter.format(value=literal(_days_before(day_from, 1))),
     ]
@@ -95,11 +95,18 @@ async def _spans(
     today: date, older_days: AsyncIterator[date]
 ) -> AsyncIterator[tuple[uuid.UUID, uuid.UUID | None]]:
     """The id ranges a page walks, newest first: today and after (ids made ahead of the
-    database clock included), then each older day that has a partition (read from the catalog
-    only once reached)."""
+    database clock included), then the older days that have a partition (read from the
+    catalog only once reached) in runs of 1, 2, 4, 8... days. A sparse filter then walks a
+    month in six queries, not thirty; each range's text holds for a whole day, so its plan is
+    made once and reused (measured: one query per day made a new statement text per day and
+    shape, which the statement cache could not hold)."""
     yield _day_start(today), None
-    async for day in older_days:
-        yield _day_start(day), _day_start(day + timedelta(days=1))
+    days = [day async for day in older_days]
+    run = 1
+    while days:
+        chunk, days = days[:run], days[run:]
+        yield _day_start(chunk[-1]), _day_start(chunk[0] + timedelta(days=1))
+        run *= 2
 
 
 # Connectivity tests are history only: never queued, never resent.
@@ -128,10 +135,9 @@ class HistoryQueries(StoreBase):
             upper = before if upper is None else min(upper, before)
         found: list[Event] = []
         async with self.pool.acquire() as conn:
-            # One day partition per query, newest first, until the page is full: a query over
-            # every day of the retention period spends more planning its partitions than
-            # reading the page. The older days are read from the catalog only when today's
-            # did not fill the page.
+            # A few day partitions per query (_spans), newest first, until the page is full: a
+            # query over every day of the retention period spends more planning its
+            # partitions than reading the page.
             today = datetime.now(UTC).date()  # the day of the ids this process makes
 
             async def older_days() -> AsyncIterator[date]:

@@ -56,13 +56,6 @@ class UpkeepQueries(StoreBase):
         await self.pool.execute(Q.write_gauge_snapshot, gauges)
         return snapshot
 
-    async def read_gauge_snapshot(self) -> GaugeSnapshot | None:
-        """The last stored gauges (None before the first refresh)."""
-        row = await self.pool.fetchrow(Q.read_gauge_snapshot)
-        if row is None:
-            return None
-        return GaugeSnapshot(**row["gauges"], age_seconds=max(row["age"], 0.0))
-
     async def expire_pending_events(self, ttl_days: int) -> int:
         return int((await self.pool.execute(Q.expire_pending_events, ttl_days)).split()[-1])
 

@@ -1,9 +1,9 @@
 -- The partner events API and housekeeping of event history.
 
 -- name: list_events
--- One page of history, newest first, over one id range (the store walks day partitions newest
--- first, one range each, until the page is full: a plan over every partition of the retention
--- period costs more to make than the page costs to read). The store builds one query text per
+-- One page of history, newest first, over one id range (the store walks the day partitions
+-- newest first, in runs of 1, 2, 4... days with literal bounds, until the page is full: a plan
+-- over every partition of the retention period costs more to make than the page to read). The store builds one query text per
 -- filter shape (which filters are present) from the list_events_* blocks, so every predicate
 -- is an index condition: no "$n IS NULL OR ..." that a generic plan (used by a prepared
 -- statement after five runs) cannot drop. The page is a UNION ALL of one list_events_branch per
@@ -116,7 +116,3 @@ FROM expired WHERE e.id = expired.event_id AND e.status = 'Pending';
 -- name: write_gauge_snapshot
 INSERT INTO gauge_snapshot (taken_at, gauges) VALUES (now(), $1)
 ON CONFLICT (singleton) DO UPDATE SET taken_at = excluded.taken_at, gauges = excluded.gauges;
-
--- name: read_gauge_snapshot
--- What /metrics serves: one row, whatever the size of the queue.
-SELECT gauges, extract(epoch FROM now() - taken_at)::float8 AS age FROM gauge_snapshot;
