@@ -60,8 +60,6 @@ class WindowQueries(StoreBase):
                 read += group_read
                 closed += windows
                 created += made
-                if made:
-                    await conn.execute(Q.notify_events)
         return WindowCloseResult(claimed=claimed, closed=closed, created=created, read=read)
 
     async def _close_window(
@@ -126,15 +124,20 @@ class WindowQueries(StoreBase):
             if len(fold.seen) < rules.max_resources:
                 break
             windows.append(fold)
-        for window in windows:
-            await self._create_event_objects(
-                conn, partner_id, event_name, window.resources, registrations
-            )
         cutoff = windows[-1].cutoff
         status = await conn.execute(
             Q.consume_resource_events, partner_id, event_name, start, cutoff
         )
         consumed = int(status.split()[-1])
+        if registrations:
+            await conn.execute(Q.notify_events)  # sent at the commit
+        # The event objects last but for the group's row: inserting them locks the
+        # registrations' ready rows, which claims skip and result flushes wait for, until the
+        # commit.
+        for window in windows:
+            await self._create_event_objects(
+                conn, partner_id, event_name, window.resources, registrations
+            )
         # The group row is locked only from here to the commit.
         queued = await conn.fetchval(Q.lock_window_group, partner_id, event_name)
         if queued == consumed:
