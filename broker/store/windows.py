@@ -1,8 +1,9 @@
 """Closing due windows into event objects, exactly once across processes.
 
-Each window closes in its own transaction (``sql/queries/windows.sql`` explains the locking):
-the work of a close is the resource events it folds, never the backlog behind them, and an
-ingest touching the group waits at most for the close's last statement and commit.
+Each group's close is its own transaction (``sql/queries/windows.sql`` explains the locking):
+its due window, and for a backlog the full windows behind it (a bounded number). The work of a
+close is the resource events it folds, never the rest of the backlog, and an ingest touching the
+group waits at most for the close's last statement and commit.
 """
 
 from __future__ import annotations
