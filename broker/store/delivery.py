@@ -204,7 +204,8 @@ class DeliveryQueries(StoreBase):
     async def record_results(
         self, results: Sequence[DeliveryResult], *, per_registration: int = 16
     ) -> list[tuple[uuid.UUID, Status]]:
-        """Write a batch of attempt outcomes in one transaction.
+        """Write a batch of attempt outcomes: one statement for the registrations with only
+        plain successes in it, one transaction for the others.
 
         Returns the registrations whose status the batch really changed, with their new status.
         Each registration's triggers are applied in attempt order from the status it has under
@@ -213,6 +214,40 @@ class DeliveryQueries(StoreBase):
         """
         if not results:
             return []
+        # A registration whose results in this batch are all plain successes needs no decision
+        # made under its lock: those are recorded in one statement (record_successes), the
+        # rest as below. Each registration's results stay together, so each is still applied
+        # in attempt order, under its own lock.
+        failing = {r.registration_id for r in results if not _plain_success(r)}
+        plain = [r for r in results if r.registration_id not in failing]
+        if plain:
+            await self._record_successes(plain, per_registration)
+        if not failing:
+            return []
+        return await self._record_in_transaction(
+            [r for r in results if r.registration_id in failing], per_registration
+        )
+
+    async def _record_successes(self, results: Sequence[DeliveryResult], cap: int) -> None:
+        await self.pool.execute(
+            Q.record_successes,
+            sorted({r.registration_id for r in results}),
+            [r.registration_id for r in results],
+            [r.event_id for r in results],
+            [r.attempt_number for r in results],
+            [r.round_attempts for r in results],
+            [r.attempted_at for r in results],
+            [r.duration_ms for r in results],
+            [r.response_status for r in results],
+            [r.error for r in results],
+            [r.response_body for r in results],
+            cap,
+        )
+
+    async def _record_in_transaction(
+        self, results: Sequence[DeliveryResult], per_registration: int
+    ) -> list[tuple[uuid.UUID, Status]]:
+        """Results that may fail, suspend or probe: decided in Python under the locks."""
         reg_ids = sorted({r.registration_id for r in results})
         async with self.pool.acquire() as conn, conn.transaction():
             locked = {r["id"]: r for r in await conn.fetch(Q.lock_for_results, reg_ids)}
@@ -322,6 +357,11 @@ class DeliveryQueries(StoreBase):
 
 # Registrations whose delivery target a worker process keeps (url, secrets, basic auth).
 TARGET_CACHE_SIZE = 10000
+
+
+def _plain_success(r: DeliveryResult) -> bool:
+    """A success that moves nothing but the isolation state's success path."""
+    return r.success and r.registration_trigger is None and r.new_event_status == "Success"
 
 
 def _reaches_failure_threshold(lock: asyncpg.Record, items: Sequence[DeliveryResult]) -> bool:

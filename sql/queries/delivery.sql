@@ -289,6 +289,145 @@ WITH t AS (
 )
 SELECT event_id AS id FROM applied;
 
+-- name: record_successes
+-- The common result flush in one statement, its own transaction: successes, none triggering
+-- anything, of registrations with no other result in the batch. For those the decisions
+-- record_results makes in Python are fixed (broker.domain.isolation: each success adds one to
+-- the adaptive concurrency up to the cap, resets the failure counts, closes the breaker; no
+-- status changes), so nothing needs a round trip between the lock and the COMMIT: the
+-- registrations' ready rows, which window closes and claims also lock, are held for this one
+-- statement. $1 the registrations, sorted; per result $2 registration, $3 event, $4 attempt
+-- number, $5 round_attempts, $6 attempted_at, $7 duration_ms, $8 response_status, $9 error,
+-- $10 response_body; $11 the per-registration cap.
+--
+-- locked: lock_for_results' locks, same rows, same order. Every write below reads t, and t
+-- cannot return a row before its one-time filter has read all of locked, so the locks are
+-- all taken before any attempt, queue or history row is touched (the order every writer of
+-- several registrations keeps). att: as finish_attempts; its RETURNING is the attempts that
+-- had no real row yet (a flush retried after a lost COMMIT answer returns none), which alone
+-- are counted in the rollups (as add_attempt_rollups counts them; stale results included).
+-- done / kept: as finish_attempts for a success. The registrations and ready rows move only
+-- by the results that applied (stale ones and duplicates change no state).
+WITH locked AS MATERIALIZED (
+    SELECT r.id
+    FROM registrations r JOIN delivery_ready d ON d.registration_id = r.id
+    WHERE r.id = ANY($1::uuid[])
+    ORDER BY r.id
+    FOR NO KEY UPDATE OF r FOR UPDATE OF d
+), t AS MATERIALIZED (
+    SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::int[], $5::int[], $6::timestamptz[],
+                         $7::int[], $8::int[], $9::text[], $10::text[])
+        AS t(registration_id, id, n, round_attempts, attempted_at, duration_ms,
+             response_status, error, response_body)
+    WHERE (SELECT count(*) FROM locked) >= 0
+), att AS (
+    INSERT INTO attempts AS a (event_id, attempt_number, attempted_at, duration_ms,
+                               response_status, error, response_body)
+    SELECT id, n, attempted_at, duration_ms, response_status, error, response_body FROM t
+    ON CONFLICT (event_id, attempt_number) DO UPDATE SET
+        duration_ms = excluded.duration_ms, response_status = excluded.response_status,
+        error = excluded.error, response_body = excluded.response_body, placeholder = false
+    WHERE a.placeholder
+    RETURNING a.event_id, a.attempt_number
+), rolled AS (
+    -- add_attempt_rollups' rows (stats.sql), for successes only.
+    SELECT t.registration_id, w.width,
+           date_bin(make_interval(mins => w.width), t.attempted_at, '1970-01-01 00:00:00+00')
+               AS bucket_start,
+           count(*)::int AS success, 0 AS failure,
+           ARRAY[
+               count(*) FILTER (WHERE l.b = 0), count(*) FILTER (WHERE l.b = 1),
+               count(*) FILTER (WHERE l.b = 2), count(*) FILTER (WHERE l.b = 3),
+               count(*) FILTER (WHERE l.b = 4), count(*) FILTER (WHERE l.b = 5),
+               count(*) FILTER (WHERE l.b = 6), count(*) FILTER (WHERE l.b = 7),
+               count(*) FILTER (WHERE l.b = 8), count(*) FILTER (WHERE l.b = 9),
+               count(*) FILTER (WHERE l.b = 10), count(*) FILTER (WHERE l.b = 11),
+               count(*) FILTER (WHERE l.b = 12), count(*) FILTER (WHERE l.b = 13),
+               count(*) FILTER (WHERE l.b = 14), count(*) FILTER (WHERE l.b = 15),
+               count(*) FILTER (WHERE l.b = 16), count(*) FILTER (WHERE l.b = 17),
+               count(*) FILTER (WHERE l.b = 18), count(*) FILTER (WHERE l.b = 19),
+               count(*) FILTER (WHERE l.b = 20), count(*) FILTER (WHERE l.b = 21),
+               count(*) FILTER (WHERE l.b = 22), count(*) FILTER (WHERE l.b = 23),
+               count(*) FILTER (WHERE l.b = 24), count(*) FILTER (WHERE l.b = 25),
+               count(*) FILTER (WHERE l.b = 26), count(*) FILTER (WHERE l.b = 27),
+               count(*) FILTER (WHERE l.b = 28), count(*) FILTER (WHERE l.b = 29),
+               count(*) FILTER (WHERE l.b = 30), count(*) FILTER (WHERE l.b = 31),
+               count(*) FILTER (WHERE l.b = 32), count(*) FILTER (WHERE l.b = 33),
+               count(*) FILTER (WHERE l.b = 34), count(*) FILTER (WHERE l.b = 35),
+               count(*) FILTER (WHERE l.b = 36), count(*) FILTER (WHERE l.b = 37),
+               count(*) FILTER (WHERE l.b = 38), count(*) FILTER (WHERE l.b = 39),
+               count(*) FILTER (WHERE l.b = 40), count(*) FILTER (WHERE l.b = 41),
+               count(*) FILTER (WHERE l.b = 42), count(*) FILTER (WHERE l.b = 43),
+               count(*) FILTER (WHERE l.b = 44), count(*) FILTER (WHERE l.b = 45),
+               count(*) FILTER (WHERE l.b = 46), count(*) FILTER (WHERE l.b = 47),
+               count(*) FILTER (WHERE l.b = 48), count(*) FILTER (WHERE l.b = 49),
+               count(*) FILTER (WHERE l.b = 50)
+           ]::int[] AS latency
+    FROM att JOIN t ON t.id = att.event_id AND t.n = att.attempt_number
+    CROSS JOIN (VALUES (1), (24)) AS w(width)
+    CROSS JOIN LATERAL (SELECT broker_latency_bucket(t.duration_ms)) AS l(b)
+    GROUP BY 1, 2, 3
+), rollups AS (
+    INSERT INTO attempt_rollups AS r (registration_id, width_minutes, bucket_start, success,
+                                      failure, latency)
+    SELECT * FROM rolled
+    ORDER BY 1, 2, 3
+    ON CONFLICT (registration_id, width_minutes, bucket_start) DO UPDATE SET
+        success = r.success + excluded.success,
+        failure = r.failure + excluded.failure,
+        latency = broker_latency_add(r.latency, excluded.latency)
+), done AS (
+    DELETE FROM delivery_queue q USING t
+    WHERE q.event_id = t.id AND q.attempt_count = t.n AND q.locked_until IS NOT NULL
+      AND q.round_attempts >= t.round_attempts
+    RETURNING q.event_id, 'Success'::text AS status
+), kept AS (
+    -- A resend reset the round meanwhile: the row stays, due for its new round.
+    UPDATE delivery_queue q SET locked_until = NULL, locked_by = NULL
+    FROM t
+    WHERE q.event_id = t.id AND q.attempt_count = t.n AND q.locked_until IS NOT NULL
+      AND q.round_attempts < t.round_attempts
+    RETURNING q.event_id, 'Pending'::text AS status
+), applied AS (
+    SELECT a.status, t.* FROM (SELECT * FROM done UNION ALL SELECT * FROM kept) AS a
+    JOIN t ON t.id = a.event_id
+), history AS (
+    UPDATE events e SET
+        status = a.status,
+        attempt_count = greatest(e.attempt_count, a.n),
+        last_attempted_at = greatest(e.last_attempted_at, a.attempted_at)
+    FROM applied a
+    WHERE e.id = a.id
+), per_registration AS (
+    SELECT registration_id AS id, count(*)::int AS returned, max(attempted_at) AS last_success_at
+    FROM applied
+    WHERE registration_id IN (SELECT id FROM locked)
+    GROUP BY registration_id
+), reg AS (
+    UPDATE registrations r SET
+        failure_count = 0,
+        consecutive_failures = 0,
+        last_success_at = greatest(r.last_success_at, p.last_success_at)
+    FROM per_registration p WHERE r.id = p.id
+    RETURNING r.id, r.status, r.rate_limit_per_second IS NOT NULL AS rate_limited
+), ready AS (
+    -- as record_registration_outcomes for a batch of successes
+    UPDATE delivery_ready d SET
+        in_flight = greatest(d.in_flight - p.returned, 0),
+        concurrency = least($11::int, d.concurrency + p.returned),
+        breaker_state = 'closed',
+        breaker_failures = 0,
+        breaker_opened_at = NULL,
+        breaker_next_probe_at = NULL,
+        next_due_at = CASE WHEN reg.status NOT IN ('Active', 'Restarting') THEN 'infinity'
+                           WHEN reg.rate_limited
+                               THEN least(d.next_due_at, greatest(now(), d.rate_next))
+                           ELSE least(d.next_due_at, now()) END
+    FROM per_registration p JOIN reg ON reg.id = p.id
+    WHERE d.registration_id = p.id
+)
+SELECT count(*) FROM applied;
+
 -- name: set_registration_status
 -- A worker-driven status change, decided under lock_for_results (so it cannot race a partner's
 -- change: that one waits for the lock, then re-reads).

@@ -1,9 +1,10 @@
 -- Closing windows: due window_groups and their resource_events become event objects.
 --
--- One close is one transaction. It is made exclusive across processes by an advisory lock per
--- group, not by a row lock on window_groups: ingest upserts that row in every group commit, and
--- a row lock held for a whole close made every producer in that group commit wait for it. The
--- close takes the row lock only for its last statement (lock_window_group, then advance or
+-- One close is one transaction: a group's due window, and for a backlogged group the full
+-- windows queued behind it (broker/store/windows.py). It is made exclusive across processes by
+-- an advisory lock per group, not by a row lock on window_groups: ingest upserts that row in
+-- every group commit, and a row lock held for a whole close made every producer in that group
+-- commit wait for it. The close takes the row lock only for its last statement (lock_window_group, then advance or
 -- delete), so an ingest waits at most for that and the commit, whatever the window's size.
 
 -- name: claim_due_window

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp import web
 
 from broker.domain.states import Trigger
@@ -289,9 +290,12 @@ async def test_two_triggers_in_one_flush_apply_in_attempt_order(make_client, rec
         await pool.close()
 
 
+@pytest.mark.parametrize("status", [500, 200])
 async def test_flushes_of_the_same_registrations_in_opposite_orders_never_deadlock(
-    make_client, receiver, db, db_url
+    make_client, receiver, db, db_url, status
 ):
+    """Failures go through the flush's transaction, successes through record_successes: both
+    lock registrations and ready rows in id order."""
     api = await make_client()
     world = await make_world(api)
     regs = [await world.register(receiver.url + f"/{i}") for i in range(4)]
@@ -305,8 +309,8 @@ async def test_flushes_of_the_same_registrations_in_opposite_orders_never_deadlo
             )
             assert {c.registration_id for c in claimed} == {uuid.UUID(r["id"]) for r in regs}
             by_reg = sorted(claimed, key=lambda c: c.registration_id)
-            forward = [_result(c, status=500) for c in by_reg[::2]]
-            backward = [_result(c, status=500) for c in by_reg[1::2]][::-1]
+            forward = [_result(c, status=status) for c in by_reg[::2]]
+            backward = [_result(c, status=status) for c in by_reg[1::2]][::-1]
             await asyncio.gather(a.record_results(forward), b.record_results(backward))
             await db.execute("UPDATE delivery_queue SET next_attempt_at = now()")
             await db.execute(
@@ -316,6 +320,63 @@ async def test_flushes_of_the_same_registrations_in_opposite_orders_never_deadlo
     finally:
         for p in pools:
             await p.close()
+
+
+async def test_a_flush_mixing_successes_and_failures_records_each_registration_as_alone(
+    make_client, receiver, db, db_url
+):
+    """One registration's success and another's failure in one batch: the success is recorded
+    by record_successes, the failure by the transaction; each moves as it would alone."""
+    api = await make_client(workers=False)
+    world = await make_world(api)
+    ok_reg = uuid.UUID((await world.register(receiver.url))["id"])
+    bad_reg = uuid.UUID((await world.register(receiver.url))["id"])
+    pool, store = await _store(db_url)
+    try:
+        await _queued(store, world, [R + "1"])
+        claimed = {c.registration_id: c for c in await _claim(store, "w")}
+        ok, bad = claimed[ok_reg], claimed[bad_reg]
+        assert await store.record_results([_result(bad, status=500), _result(ok, status=200)]) == []
+        rows = {
+            r["registration_id"]: r
+            for r in await db.fetch(
+                "SELECT d.registration_id, d.in_flight, d.concurrency, d.slow_until IS NOT NULL"
+                " AS slow, r.consecutive_failures, r.last_success_at IS NOT NULL AS succeeded"
+                " FROM delivery_ready d JOIN registrations r ON r.id = d.registration_id"
+            )
+        }
+        assert dict(rows[ok_reg]) == {
+            "registration_id": ok_reg,
+            "in_flight": 0,
+            "concurrency": 5,  # 4 to start, +1
+            "slow": False,
+            "consecutive_failures": 0,
+            "succeeded": True,
+        }
+        assert dict(rows[bad_reg]) == {
+            "registration_id": bad_reg,
+            "in_flight": 0,
+            "concurrency": 2,  # halved
+            "slow": True,
+            "consecutive_failures": 1,
+            "succeeded": False,
+        }
+        assert [a["responseStatus"] for a in await _attempts(world, ok.id)] == [200]
+        assert [a["responseStatus"] for a in await _attempts(world, bad.id)] == [500]
+        assert dict(
+            await db.fetch(
+                "SELECT e.registration_id, e.status FROM events e ORDER BY e.registration_id"
+            )
+        ) == {ok_reg: "Success", bad_reg: "Pending"}
+        rollups = await db.fetch(
+            "SELECT registration_id, success, failure FROM attempt_rollups WHERE width_minutes = 1"
+        )
+        assert {r["registration_id"]: (r["success"], r["failure"]) for r in rollups} == {
+            ok_reg: (1, 0),
+            bad_reg: (0, 1),
+        }
+    finally:
+        await pool.close()
 
 
 async def test_unpause_after_a_pause_that_interrupted_a_restart_probes_first(
