@@ -76,10 +76,13 @@ async def phase_history_retention(bench: Bench) -> None:
     )
     await bench.pool.execute(
         "INSERT INTO registrations (id, partner_id, url, event_types, status, secret_sealed)"
-        " VALUES ($1, $2, 'http://127.0.0.1:9/retention', '{Bench.Retention}', 'Paused',"
-        " 'unused'::bytea)",
+        " VALUES ($1, $2, 'http://127.0.0.1:9/retention', '{Bench.Retention}', 'Paused', $3)",
         registration,
         partner,
+        # Sealed as every secret is: a broker process refuses to start on one it cannot open.
+        bench.key_ring.seal(
+            "whsec_cmV0ZW50aW9ucmV0ZW50aW9ucmV0ZW50aW9u", row=registration, column="secret"
+        ),
     )
     today = datetime.now(UTC).date()
     first_day = today + timedelta(days=30)

@@ -825,12 +825,13 @@ class Bench:
         assert self.pool is not None
         resources = ", ".join(f"'core/v1/dda/accounts/' || (g * 10 + {j})" for j in range(10))
         # Pending event objects as a window close makes them: history rows plus queue rows.
-        # (Each its own window; ids are uuid7 at 2 ms steps from base, created_at follows.)
+        # (Each its own window; ids are uuid7 at 2 ms steps from base, created_at follows; the
+        # low bits hold g, which keeps the ids of successive calls apart.)
         sql = f"""
             WITH s AS MATERIALIZED (
                 SELECT g, (lpad(to_hex((extract(epoch FROM ts) * 1000)::bigint), 12, '0')
                            || '70008' || lpad(to_hex(g), 15, '0'))::uuid AS id
-                FROM (SELECT g, $4::timestamptz + g * interval '2 ms' AS ts
+                FROM (SELECT g, $4::timestamptz + (g - $7::bigint) * interval '2 ms' AS ts
                       FROM generate_series($5::bigint, $6::bigint) AS g) AS t
             ), win AS (
                 INSERT INTO windows (id, partner_id, event_name, resources)
@@ -847,7 +848,7 @@ class Bench:
         await self.pool.execute(
             "SELECT broker_ensure_history_partitions($1::date, $2::date)",
             base.date(),
-            (base + timedelta(milliseconds=2 * (first + count))).date(),
+            (base + timedelta(milliseconds=2 * count)).date(),
         )
         chunk = 100_000
         done = 0
@@ -861,6 +862,7 @@ class Bench:
                 base,
                 first + done,
                 first + done + n - 1,
+                first,
             )
             done += n
             if count > chunk:
@@ -1301,7 +1303,7 @@ class Bench:
             c = b % s.drain_clients
             requests[c].append(self.ingest_request(self.api_ports[c % len(self.api_ports)], items))
         folded_sql = (
-            "SELECT coalesce(sum(cardinality(resources)), 0) FROM events"
+            "SELECT coalesce(sum(cardinality(resources)), 0) FROM windows"
             " WHERE partner_id = $1 AND event_name = $2"
         )
         hot_id = uuid.UUID(hot["id"])

@@ -29,8 +29,11 @@ def _milliseconds(moment: datetime) -> tuple[int, bool]:
 
 
 def _uuid7_floor(ms: int) -> uuid.UUID:
-    """The smallest uuid whose uuid7 time is millisecond ``ms``."""
-    return uuid.UUID(int=ms << 80)
+    """The smallest uuid whose uuid7 time is millisecond ``ms`` (clamped to what 48 bits
+    hold: a bound in year 1 or 9999 is before or after every id)."""
+    if ms >= 1 << 48:
+        return uuid.UUID(int=(1 << 128) - 1)
+    return uuid.UUID(int=max(ms, 0) << 80)
 
 
 def first_id_at_or_after(moment: datetime) -> uuid.UUID:

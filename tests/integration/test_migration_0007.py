@@ -13,6 +13,7 @@ import uuid
 import asyncpg
 import pytest
 
+from broker.domain.ids import uuid7
 from broker.store.db import migrate
 from tests.conftest import migrations_before
 
@@ -21,7 +22,7 @@ VERSION = "0007"
 
 async def test_0007_keeps_registrations_and_defaults_every_policy_field(migration_conn, tmp_path):
     await migrate(migration_conn, migrations_before(VERSION, tmp_path))
-    partner, reg, event = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    partner, reg, event = uuid.uuid4(), uuid.uuid4(), uuid7()  # broker made uuid7 event ids
     await migration_conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
     await migration_conn.execute(
         """INSERT INTO registrations (id, partner_id, url, event_types, secret_sealed,

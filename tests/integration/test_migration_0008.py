@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+from broker.domain.ids import uuid7
 from broker.domain.operational import EVENT_TYPES
 from broker.store.db import migrate
 from tests.conftest import migrations_before
@@ -20,7 +21,7 @@ async def test_0008_adds_the_broker_types_and_starts_emitting_on_the_existing_ro
     migration_conn, tmp_path
 ):
     await migrate(migration_conn, migrations_before(VERSION, tmp_path))
-    partner, reg, event = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    partner, reg, event = uuid.uuid4(), uuid.uuid4(), uuid7()  # broker made uuid7 event ids
     await migration_conn.execute("INSERT INTO partners (id, name) VALUES ($1, 'Acme')", partner)
     await migration_conn.execute(
         """INSERT INTO registrations (id, partner_id, url, event_types, secret_sealed)
