@@ -65,10 +65,11 @@ async def test_the_chart_shows_when_the_endpoint_started_failing(
     await db.execute(
         """UPDATE attempts a SET attempted_at = a.attempted_at
                - make_interval(mins => (30 + 2 * (o.k - 1))::int)
-           FROM (SELECT a2.id, row_number() OVER (ORDER BY a2.attempted_at DESC) AS k
+           FROM (SELECT a2.event_id, a2.attempt_number,
+                        row_number() OVER (ORDER BY a2.attempted_at DESC) AS k
                  FROM attempts a2 JOIN events e ON e.id = a2.event_id
                  WHERE e.registration_id = $1) AS o
-           WHERE a.id = o.id""",
+           WHERE a.event_id = o.event_id AND a.attempt_number = o.attempt_number""",
         reg_id,
     )
     await db.execute("SELECT broker_rebuild_attempt_rollups($1)", reg_id)
