@@ -163,7 +163,7 @@ class Sizes:
     delivery_max_seconds: float
     list_requests: int
     # make bench-history (see HISTORY_PHASES)
-    history_events: int = 2_000_000
+    history_events: int = 10_000_000
     history_partners: int = 50
     history_days: int = 30
     history_requests: int = 200
@@ -178,7 +178,7 @@ class Sizes:
     idle_registrations: int = 100_000
     idle_events: int = 20_000
     scaling_idle_registrations: int = 20_000
-    scaling_events: int = 10_000
+    scaling_events: int = 30_000
 
 
 FULL = Sizes(
@@ -203,7 +203,7 @@ FULL = Sizes(
     idle_registrations=100_000,
     idle_events=20_000,
     scaling_idle_registrations=20_000,
-    scaling_events=10_000,
+    scaling_events=30_000,
 )
 QUICK = Sizes(
     mode="quick",

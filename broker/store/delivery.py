@@ -84,14 +84,15 @@ class DeliveryQueries(StoreBase):
         slow_slots: int | None = None,
         timeout_seconds: float | None = None,
     ) -> list[ClaimedDelivery]:
-        """Claim due work: at most ``fast_slots`` attempts for registrations in good health and
-        ``slow_slots`` for those in the slow lane (each defaults to ``limit``)."""
+        """Claim due work: at most ``limit`` attempts, of which at most ``fast_slots`` for
+        registrations in good health and ``slow_slots`` for those in the slow lane (each
+        defaults to ``limit``)."""
         fast = limit if fast_slots is None else min(fast_slots, limit)
         slow = limit if slow_slots is None else min(slow_slots, limit)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 Q.claim_deliveries,
-                max(fast + slow, 1),
+                max(limit, 1),
                 per_registration,
                 lease_seconds,
                 worker_id,

@@ -64,11 +64,13 @@ class DeliveryWorker:
         self._results: list[DeliveryResult] = []
         self._results_ready = asyncio.Event()
         self._recorded = asyncio.Event()  # results written: their leases no longer count
-        # Slots: a bounded share for registrations that failed recently (the slow lane), the
-        # rest reserved for the ones in good health (see broker.domain.isolation).
-        total = settings.delivery_concurrency
-        self._slow_slots = max(1, total // SLOW_LANE_SHARE) if total > 1 else 1
-        self._fast_slots = max(total - self._slow_slots, 1)
+        # Slots: registrations that failed recently (the slow lane) may hold a bounded share,
+        # so the rest are always there for the ones in good health, which may also use the
+        # slow lane's share while it is idle (see broker.domain.isolation). Work-conserving:
+        # measured, reserving the share for slow registrations left a quarter of the slots
+        # idle whenever none were slow.
+        self._slots = settings.delivery_concurrency
+        self._slow_slots = max(1, self._slots // SLOW_LANE_SHARE) if self._slots > 1 else 1
         self._in_lane = {False: 0, True: 0}
         self._flusher: asyncio.Task[None] | None = None
         self._defaults = policy_defaults(settings)
@@ -82,27 +84,27 @@ class DeliveryWorker:
         return len(self._inflight)
 
     def _has_room(self) -> bool:
-        return self._in_lane[False] < self._fast_slots or self._in_lane[True] < self._slow_slots
+        return self._in_lane[False] + self._in_lane[True] < self._slots
 
     # ------------------------------------------------------------------ claiming
 
     async def claim_once(self) -> int:
         """Claim what fits in the free slots of each lane and start sending it; returns the
         number claimed."""
-        fast_free = max(self._fast_slots - self._in_lane[False], 0)
-        slow_free = max(self._slow_slots - self._in_lane[True], 0)
-        if fast_free + slow_free == 0:
+        free = max(self._slots - self._in_lane[False] - self._in_lane[True], 0)
+        slow_free = min(max(self._slow_slots - self._in_lane[True], 0), free)
+        if free == 0:
             self.on_claim()  # busy, not stuck
             return 0
         # Taken before the claim's transaction starts (its now() is each attempt's attemptedAt),
         # so attemptedAt + the time since is never before the attempt really ended.
         claim_started = time.monotonic()
         claimed = await self._store.claim_deliveries(
-            limit=min(fast_free + slow_free, self._settings.delivery_batch_size),
+            limit=min(free, self._settings.delivery_batch_size),
             per_registration=self._settings.delivery_per_registration,
             lease_seconds=self._settings.lease_seconds,
             worker_id=self.name,
-            fast_slots=fast_free,
+            fast_slots=free,
             slow_slots=slow_free,
             timeout_seconds=self._settings.delivery_timeout_seconds,
         )

@@ -32,8 +32,9 @@ ON CONFLICT (registration_id) DO UPDATE SET next_due_at = least(d.next_due_at, e
 SELECT pg_notify('broker_events', '');
 
 -- name: claim_deliveries
--- One statement, no cluster-wide lock. $1 ready rows to visit at most, $2 the per-registration
--- cap, $3 lease seconds, $4 worker id, $5 / $6 free slots in the fast / slow lane, $7 the global
+-- One statement, no cluster-wide lock. $1 ready rows to visit and attempts to start at most
+-- (the worker's free slots), $2 the per-registration cap, $3 lease seconds, $4 worker id, $5 / $6
+-- attempts at most for registrations in good health / in the slow lane, $7 the global
 -- delivery timeout (a registration with a longer timeout of its own gets a lease that much
 -- longer, so a slow answer is never taken for a dead worker).
 --
@@ -119,6 +120,8 @@ WITH ready AS (
         FROM cand
     ) AS ranked
     WHERE k <= CASE WHEN slow THEN $6::int ELSE $5::int END
+    ORDER BY next_due_at, next_attempt_at
+    LIMIT $1
 ), claimed AS (
     -- The lease condition is checked again on the row's latest version: a claim committed since
     -- this statement's snapshot makes the row skipped, never claimed twice.

@@ -176,5 +176,41 @@ async def test_hanging_endpoints_hold_only_the_slow_lane_and_healthy_ones_flow(
     assert hanging_now["peak"] <= 2
 
 
+async def test_healthy_registrations_use_the_slow_lanes_share_while_it_is_idle(
+    make_client, receiver
+):
+    """Four slots, so a slow lane of one. Four proven registrations whose endpoint answers
+    slowly but well: all four requests are in flight together, the slow lane's slot lent while
+    no registration needs it (it was left idle: three at a time)."""
+    holding = {"n": 0, "peak": 0, "done": 0, "hold": 0.0}
+
+    async def behaviour(_request: web.Request, _n: int) -> web.StreamResponse:
+        holding["n"] += 1
+        holding["peak"] = max(holding["peak"], holding["n"])
+        try:
+            await asyncio.sleep(holding["hold"])
+        finally:
+            holding["n"] -= 1
+            holding["done"] += 1
+        return web.Response(text="ok")
+
+    receiver.behaviour = behaviour
+    api = await make_client(
+        workers=True, delivery_concurrency=4, window_min_seconds=0.2, window_max_seconds=0.5
+    )
+    world = await make_world(api)
+    base = receiver.url.replace("/hook", "")
+    for i in range(4):
+        await world.register(f"{base}/ok/{i}")
+    # Delivered to once each: proven endpoints (one never delivered to is in the slow lane).
+    await world.emit([R + "proof"])
+    await wait_until(lambda: _true(holding["done"] == 4))
+    await asyncio.sleep(0.5)  # the successes are recorded
+    holding.update(peak=0, done=0, hold=0.8)
+    await world.emit([R + "slow-but-fine"])
+    await wait_until(lambda: _true(holding["done"] == 4), timeout=10)
+    assert holding["peak"] == 4
+
+
 async def _true(value: bool) -> bool:
     return value
