@@ -46,6 +46,10 @@ MIN_CLAIM_INTERVAL = 0.002
 DUE_RECHECK_INTERVAL = 0.02
 # The slow lane gets 1/SLOW_LANE_SHARE of a worker's slots.
 SLOW_LANE_SHARE = 4
+# A flush with few results waits this long for more (group commit): fewer, larger result
+# statements; measured +5% deliveries per second in 2 of 2 pairs (bench/README.md).
+FLUSH_LINGER_SECONDS = 0.005
+FLUSH_LINGER_BELOW = 64
 
 
 def worker_name() -> str:
@@ -263,6 +267,8 @@ class DeliveryWorker:
         backoff = 0.2
         while True:
             await self._results_ready.wait()
+            if len(self._results) < FLUSH_LINGER_BELOW:
+                await asyncio.sleep(FLUSH_LINGER_SECONDS)
             self._results_ready.clear()
             try:
                 if await self.flush():
