@@ -146,7 +146,7 @@ async def broker_round(bench: PeersBench, n: int, *, preclosed: bool = False) ->
             },
         }
     result["attempts_recorded"] = await pool.fetchval(
-        "SELECT count(*) FROM attempts a JOIN events e ON e.id = a.event_id"
+        "SELECT count(*) FROM attempts a JOIN event_objects e ON e.id = a.event_id"
         " WHERE e.registration_id = ANY($1) AND e.resources[1] LIKE $2",
         regs,
         f"core/v1/dda/peers/{n}/%",
