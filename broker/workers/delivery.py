@@ -29,7 +29,7 @@ from broker import metrics, tracing
 from broker.config import Settings
 from broker.domain.outcomes import decide
 from broker.domain.payload import event_body
-from broker.domain.policy import policy_defaults, resolve
+from broker.domain.policy import Ordering, policy_defaults, resolve
 from broker.domain.states import Status
 from broker.http.sender import send, unreadable_secret
 from broker.store.store import ClaimedDelivery, DeliveryResult, Store
@@ -47,7 +47,8 @@ DUE_RECHECK_INTERVAL = 0.02
 # The slow lane gets 1/SLOW_LANE_SHARE of a worker's slots.
 SLOW_LANE_SHARE = 4
 # A flush with few results waits this long for more (group commit): fewer, larger result
-# statements; measured +5% deliveries per second in 2 of 2 pairs (bench/README.md).
+# statements; measured +5% deliveries per second in 2 of 2 pairs (bench/README.md). Not when a
+# result gates the registration's next attempt (FIFO, a probe, a failure): see _deliver.
 FLUSH_LINGER_SECONDS = 0.005
 FLUSH_LINGER_BELOW = 64
 
@@ -67,6 +68,7 @@ class DeliveryWorker:
         self._slot_freed = asyncio.Event()
         self._results: list[DeliveryResult] = []
         self._results_ready = asyncio.Event()
+        self._flush_now = False  # a buffered result gates its registration's next claim
         self._recorded = asyncio.Event()  # results written: their leases no longer count
         # Slots: registrations that failed recently (the slow lane) may hold a bounded share,
         # so the rest are always there for the ones in good health, which may also use the
@@ -202,6 +204,10 @@ class DeliveryWorker:
                 registration_trigger=decision.trigger,
             )
         )
+        if policy.ordering is Ordering.FIFO or item.probe or not outcome.success:
+            # A FIFO registration's next event, a restart's outcome, a failure's back-off and
+            # breaker all wait for this result to be recorded: no linger.
+            self._flush_now = True
         metrics.ATTEMPTS.labels(outcome="success" if outcome.success else "failure").inc()
         metrics.DELIVERY_LATENCY.observe(outcome.duration_ms / 1000)
         _log_attempt(
@@ -267,8 +273,9 @@ class DeliveryWorker:
         backoff = 0.2
         while True:
             await self._results_ready.wait()
-            if len(self._results) < FLUSH_LINGER_BELOW:
+            if not self._flush_now and len(self._results) < FLUSH_LINGER_BELOW:
                 await asyncio.sleep(FLUSH_LINGER_SECONDS)
+            self._flush_now = False
             self._results_ready.clear()
             try:
                 if await self.flush():
