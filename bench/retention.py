@@ -112,7 +112,7 @@ async def phase_history_retention(bench: Bench) -> None:
                 raise RuntimeError(f"history_retention: {leaving} was {outcome}, not dropped")
             sizes_mb.append(
                 await bench.pool.fetchval(
-                    _SIZE, first_day, first_day + timedelta(days=sizes.simulated_days)
+                    _SIZE, first_day, first_day + timedelta(days=sizes.simulated_days - 1)
                 )
                 / 2**20
             )

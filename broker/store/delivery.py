@@ -80,14 +80,11 @@ class DeliveryQueries(StoreBase):
         per_registration: int,
         lease_seconds: float,
         worker_id: str,
-        fast_slots: int | None = None,
         slow_slots: int | None = None,
         timeout_seconds: float | None = None,
     ) -> list[ClaimedDelivery]:
-        """Claim due work: at most ``limit`` attempts, of which at most ``fast_slots`` for
-        registrations in good health and ``slow_slots`` for those in the slow lane (each
-        defaults to ``limit``)."""
-        fast = limit if fast_slots is None else min(fast_slots, limit)
+        """Claim due work: at most ``limit`` attempts, of which at most ``slow_slots`` (default
+        ``limit``) for registrations in the slow lane."""
         slow = limit if slow_slots is None else min(slow_slots, limit)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
@@ -96,7 +93,6 @@ class DeliveryQueries(StoreBase):
                 per_registration,
                 lease_seconds,
                 worker_id,
-                fast,
                 slow,
                 # the timeout lease_seconds was sized for: a registration with a longer one of
                 # its own gets a longer lease (None: every lease is lease_seconds)

@@ -95,8 +95,8 @@ class DeliveryWorker:
     # ------------------------------------------------------------------ claiming
 
     async def claim_once(self) -> int:
-        """Claim what fits in the free slots of each lane and start sending it; returns the
-        number claimed."""
+        """Claim what fits in the free slots (the slow lane within its share) and start sending
+        it; returns the number claimed."""
         free = max(self._slots - self._in_lane[False] - self._in_lane[True], 0)
         slow_free = min(max(self._slow_slots - self._in_lane[True], 0), free)
         if free == 0:
@@ -110,7 +110,6 @@ class DeliveryWorker:
             per_registration=self._settings.delivery_per_registration,
             lease_seconds=self._settings.lease_seconds,
             worker_id=self.name,
-            fast_slots=free,
             slow_slots=slow_free,
             timeout_seconds=self._settings.delivery_timeout_seconds,
         )

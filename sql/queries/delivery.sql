@@ -33,9 +33,9 @@ SELECT pg_notify('broker_events', '');
 
 -- name: claim_deliveries
 -- One statement, no cluster-wide lock. $1 ready rows to visit and attempts to start at most
--- (the worker's free slots), $2 the per-registration cap, $3 lease seconds, $4 worker id, $5 / $6
--- attempts at most for registrations in good health / in the slow lane, $7 the global
--- delivery timeout (a registration with a longer timeout of its own gets a lease that much
+-- (the worker's free slots), $2 the per-registration cap, $3 lease seconds, $4 worker id, $5
+-- attempts at most for registrations in the slow lane (the others may take any free slot), $6
+-- the global delivery timeout (a registration with a longer timeout of its own gets a lease that much
 -- longer, so a slow answer is never taken for a dead worker).
 --
 -- ready: due registrations, earliest first, each locked (SKIP LOCKED: a registration another
@@ -69,7 +69,7 @@ WITH ready AS (
            CASE WHEN r.rate_limit_per_second IS NOT NULL THEN
                greatest(0, floor(extract(epoch FROM now() - rl.base) * r.rate_limit_per_second
                                  + 1e-6) + 1) END AS tokens,
-           $3::float8 + greatest(0, coalesce(r.delivery_timeout_seconds, 0) - $7::float8)
+           $3::float8 + greatest(0, coalesce(r.delivery_timeout_seconds, 0) - $6::float8)
                AS lease
     FROM delivery_ready d JOIN registrations r ON r.id = d.registration_id
     -- The rate limit's burst is a tenth of a second's worth of attempts (at least one), and
@@ -119,7 +119,7 @@ WITH ready AS (
                                           ORDER BY cand.next_due_at, cand.next_attempt_at) AS k
         FROM cand
     ) AS ranked
-    WHERE k <= CASE WHEN slow THEN $6::int ELSE $5::int END
+    WHERE NOT slow OR k <= $5::int
     ORDER BY next_due_at, next_attempt_at
     LIMIT $1
 ), claimed AS (
