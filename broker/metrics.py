@@ -114,9 +114,12 @@ GAUGES_AGE = Gauge(
 GAUGES_AGE.set(-1)
 
 # Every label value exists from the start (at 0), so rate() and absent-series alerts work before
-# the first failure or transition ever happens.
-for _outcome in ("success", "failure"):
-    ATTEMPTS.labels(outcome=_outcome)
+# the first failure or transition ever happens. The delivery path keeps its attempt counters'
+# children (a labels() call costs more than the inc).
+ATTEMPTS_BY_SUCCESS = {
+    True: ATTEMPTS.labels(outcome="success"),
+    False: ATTEMPTS.labels(outcome="failure"),
+}
 for _role in WORKER_ROLES:
     OLDEST_DUE_AGE.labels(role=_role)
 for _state in ("closed", "open", "half-open"):

@@ -1,6 +1,7 @@
 """Delivery workers: claim due event objects, POST them signed, record what happened.
 
-One loop claims batches (``FOR UPDATE SKIP LOCKED`` plus a lease) as long as it has free slots;
+One loop claims batches (``FOR UPDATE SKIP LOCKED`` plus a lease) as long as it has free slots,
+and a few more, so that a slot that frees starts its next attempt without waiting for a claim;
 each claimed event is sent by its own task. The slots are split in two lanes: registrations that
 failed recently are claimed only into a bounded slow lane, so the rest always find room; the
 claim query bounds each registration's share (adaptive concurrency, circuit breaker), so one slow
@@ -13,6 +14,7 @@ again: a redelivery, never a loss.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -29,7 +31,13 @@ from broker import metrics, tracing
 from broker.config import Settings
 from broker.domain.outcomes import decide
 from broker.domain.payload import event_body
-from broker.domain.policy import Ordering, policy_defaults, resolve
+from broker.domain.policy import (
+    EffectivePolicy,
+    Ordering,
+    RegistrationPolicy,
+    policy_defaults,
+    resolve,
+)
 from broker.domain.states import Status
 from broker.http.sender import send, unreadable_secret
 from broker.store.store import ClaimedDelivery, DeliveryResult, Store
@@ -46,11 +54,20 @@ MIN_CLAIM_INTERVAL = 0.002
 DUE_RECHECK_INTERVAL = 0.02
 # The slow lane gets 1/SLOW_LANE_SHARE of a worker's slots.
 SLOW_LANE_SHARE = 4
+# Claimed ahead of the free slots, at most 1/PREFETCH_SHARE of them: a slot that frees starts
+# its next attempt at once instead of waiting for a claim's round trip (3-14 ms measured, with
+# the receiver holding each request 50 ms that left every slot idle a tenth of the time).
+PREFETCH_SHARE = 4
+# With attempts claimed ahead, a claim waits until half of them could be replaced at once (or a
+# slot has nothing to start): a claim costs PostgreSQL about 1 ms whatever it returns, and the
+# loop otherwise made one per freed slot or two (3.4 rows a claim, measured).
 # A flush with few results waits this long for more (group commit): fewer, larger result
 # statements; measured +5% deliveries per second in 2 of 2 pairs (bench/README.md). Not when a
 # result gates the registration's next attempt (FIFO, a probe, a failure): see _deliver.
 FLUSH_LINGER_SECONDS = 0.005
 FLUSH_LINGER_BELOW = 64
+# Resolved policies a worker keeps (as many as the store keeps delivery targets).
+POLICY_CACHE_SIZE = 10000
 
 
 def worker_name() -> str:
@@ -77,9 +94,16 @@ class DeliveryWorker:
         # idle whenever none were slow.
         self._slots = settings.delivery_concurrency
         self._slow_slots = max(1, self._slots // SLOW_LANE_SHARE) if self._slots > 1 else 1
-        self._in_lane = {False: 0, True: 0}
+        self._in_lane = {False: 0, True: 0}  # claimed: sending or waiting in _ready
+        # Claimed, leased and not yet sent, in claim order; started as slots free.
+        # Each with when its claim started and returned (monotonic).
+        self._ready: collections.deque[tuple[ClaimedDelivery, float, float]] = collections.deque()
+        self._prefetch = self._slots // PREFETCH_SHARE
+        self._claim_batch = max(1, self._prefetch // 2)
         self._flusher: asyncio.Task[None] | None = None
         self._defaults = policy_defaults(settings)
+        # id of a stored policy -> (that policy, resolved): see _resolved
+        self._policies: dict[int, tuple[RegistrationPolicy, EffectivePolicy]] = {}
         self._longest_timeout = settings.delivery_timeout_seconds
         # Called after every claim that reached the database, and every turn with all slots
         # busy: the process's heartbeat (broker/workers/heartbeat.py), a note in memory.
@@ -89,19 +113,26 @@ class DeliveryWorker:
     def in_flight(self) -> int:
         return len(self._inflight)
 
-    def _has_room(self) -> bool:
-        return self._in_lane[False] + self._in_lane[True] < self._slots
+    def _claimed_count(self) -> int:
+        return self._in_lane[False] + self._in_lane[True]
+
+    def _wants_claim(self) -> bool:
+        """Room for a claim's worth of attempts, or a slot with nothing to start."""
+        free = self._slots + self._prefetch - self._claimed_count()
+        if free >= self._claim_batch:
+            return True
+        return free > 0 and not self._ready and len(self._inflight) < self._slots
 
     # ------------------------------------------------------------------ claiming
 
     async def claim_once(self) -> int:
-        """Claim what fits in the free slots (the slow lane within its share) and start sending
-        it; returns the number claimed."""
-        free = max(self._slots - self._in_lane[False] - self._in_lane[True], 0)
-        slow_free = min(max(self._slow_slots - self._in_lane[True], 0), free)
-        if free == 0:
+        """Claim what fits in the free slots and the prefetch buffer (the slow lane within its
+        share) and start sending what fits in the slots; returns the number claimed."""
+        if not self._wants_claim():
             self.on_claim()  # busy, not stuck
             return 0
+        free = self._slots + self._prefetch - self._claimed_count()
+        slow_free = min(max(self._slow_slots - self._in_lane[True], 0), free)
         # Taken before the claim's transaction starts (its now() is each attempt's attemptedAt),
         # so attemptedAt + the time since is never before the attempt really ended.
         claim_started = time.monotonic()
@@ -114,25 +145,36 @@ class DeliveryWorker:
             timeout_seconds=self._settings.delivery_timeout_seconds,
         )
         self.on_claim()
-        if not claimed:
-            return 0
+        claimed_at = time.monotonic()
         for item in claimed:
-            task = asyncio.create_task(self._deliver(item, claim_started))
-            self._inflight[item.id] = task
             self._in_lane[item.slow] += 1
-            task.add_done_callback(self._on_done(item.id, item.slow))
+            self._ready.append((item, claim_started, claimed_at))
+        self._start_ready()
         return len(claimed)
+
+    def _start_ready(self, *, all_of_them: bool = False) -> None:
+        """Start sending claimed attempts while a slot is free (all of them when draining)."""
+        while self._ready and (all_of_them or len(self._inflight) < self._slots):
+            item, claim_started, claimed_at = self._ready.popleft()
+            waited = time.monotonic() - claimed_at
+            task = asyncio.create_task(self._deliver(item, claim_started, waited))
+            self._inflight[item.id] = task
+            task.add_done_callback(self._on_done(item.id, item.slow))
 
     def _on_done(self, event_id: uuid.UUID, slow: bool) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:
             self._inflight.pop(event_id, None)
             self._in_lane[slow] -= 1
+            self._start_ready()
             self._slot_freed.set()
 
         return done
 
-    async def _deliver(self, item: ClaimedDelivery, claim_started: float) -> None:
+    async def _deliver(self, item: ClaimedDelivery, claim_started: float, waited: float) -> None:
+        """Send one claimed attempt and buffer its result. ``waited``: the seconds it spent
+        claimed before a slot was free, which its attemptedAt includes."""
         target = item.target
+        attempted_at = item.attempted_at + timedelta(seconds=waited)
         body = event_body(
             event_id=item.id,
             event_name=item.event_name,
@@ -143,7 +185,7 @@ class DeliveryWorker:
             resources=item.resources,
         )
         # The registration's own timeout, retry schedule, signature and headers (None: global).
-        policy = resolve(target.policy, self._defaults)
+        policy = self._resolved(target.policy)
         self._longest_timeout = max(self._longest_timeout, policy.timeout_seconds)
         with tracing.span(
             "delivery.attempt",
@@ -187,7 +229,7 @@ class DeliveryWorker:
                 event_id=item.id,
                 registration_id=item.registration_id,
                 attempt_number=item.attempt_count,
-                attempted_at=item.attempted_at,
+                attempted_at=attempted_at,
                 duration_ms=outcome.duration_ms,
                 response_status=outcome.status,
                 error=outcome.error,
@@ -207,7 +249,7 @@ class DeliveryWorker:
             # A FIFO registration's next event, a restart's outcome, a failure's back-off and
             # breaker all wait for this result to be recorded: no linger.
             self._flush_now = True
-        metrics.ATTEMPTS.labels(outcome="success" if outcome.success else "failure").inc()
+        metrics.ATTEMPTS_BY_SUCCESS[outcome.success].inc()
         metrics.DELIVERY_LATENCY.observe(outcome.duration_ms / 1000)
         _log_attempt(
             item,
@@ -221,6 +263,16 @@ class DeliveryWorker:
         # (group commit): under load batches grow by themselves, and a result's lease, which
         # counts against its registration's in-flight cap until recorded, is freed sooner.
         self._results_ready.set()
+
+    def _resolved(self, stored: RegistrationPolicy) -> EffectivePolicy:
+        """The stored policy over the defaults, once per policy object: the store's target cache
+        hands out the same object until the registration changes (4.9 us a resolve, measured)."""
+        hit = self._policies.get(id(stored))
+        if hit is None or hit[0] is not stored:
+            if len(self._policies) >= POLICY_CACHE_SIZE:
+                self._policies.clear()
+            hit = self._policies[id(stored)] = (stored, resolve(stored, self._defaults))
+        return hit[1]
 
     # ------------------------------------------------------------------ recording
 
@@ -308,12 +360,12 @@ class DeliveryWorker:
                     await wait_any(stop, self.wake, timeout=backoff)
                     backoff = min(backoff * 2, 10)
                     continue
-                if claimed and self._has_room():
+                if claimed and self._wants_claim():
                     continue  # there may be more due right now
                 self._slot_freed.clear()
                 waits = [stop, self.wake, self._recorded]
                 timeout = self._settings.poll_interval_seconds
-                if not self._has_room():
+                if not self._wants_claim():
                     waits = [stop, self._slot_freed]
                 else:
                     timeout = await self._until_next_due(timeout)
@@ -340,6 +392,8 @@ class DeliveryWorker:
         """Stop claiming; give in-flight sends a grace period, release the rest, flush results."""
         # A registration's own timeout may be longer than the global one (up to 30 s).
         grace = max(self._settings.delivery_timeout_seconds, self._longest_timeout) + 1
+        # What was claimed ahead is sent too: a few attempts, leased to this worker already.
+        self._start_ready(all_of_them=True)
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=grace)
         unfinished = list(self._inflight)

@@ -87,7 +87,7 @@ WITH ready AS (
     FOR UPDATE OF d SKIP LOCKED
 ), cand AS (
     SELECT ready.registration_id, ready.slow, ready.next_due_at, ready.status, ready.lease,
-           c.event_id, c.last_attempted_at, c.relet, c.next_attempt_at
+           c.event_id, c.last_attempted_at, c.relet, c.next_attempt_at, c.pos
     FROM ready CROSS JOIN LATERAL (
         (SELECT q.event_id, q.last_attempted_at, q.next_attempt_at,
                 q.locked_until IS NOT NULL AS relet,
@@ -99,8 +99,10 @@ WITH ready AS (
            AND q.registration_id = ready.registration_id AND q.next_attempt_at <= now()
            AND (q.locked_until IS NULL OR q.locked_until < now())
          ORDER BY q.next_attempt_at, q.created_at
+         -- its room (never more than the claim takes in all), plus its expired leases
          LIMIT CASE WHEN ready.allowed
-                    THEN greatest(ready.cap - ready.in_flight, 0) + ready.in_flight ELSE 0 END)
+                    THEN least(greatest(ready.cap - ready.in_flight, 0), $1::int) + ready.in_flight
+                    ELSE 0 END)
         UNION ALL
         (SELECT h.event_id, h.last_attempted_at, h.next_attempt_at, h.locked_until IS NOT NULL,
                 CASE WHEN h.locked_until IS NULL THEN 1 ELSE 0 END, 1
@@ -114,13 +116,18 @@ WITH ready AS (
     WHERE (c.relet OR c.nth <= ready.cap - ready.in_flight)
       AND (ready.tokens IS NULL OR c.pos <= ready.tokens)
 ), picked AS (
+    -- Round robin over the visited registrations (rr: each one's first row, then each one's
+    -- second...), earliest due first within a round: a claim smaller than the first one's
+    -- room no longer takes it all from that one.
     SELECT * FROM (
-        SELECT cand.*, row_number() OVER (PARTITION BY cand.slow
-                                          ORDER BY cand.next_due_at, cand.next_attempt_at) AS k
-        FROM cand
+        SELECT c.*, row_number() OVER (PARTITION BY c.slow
+                                       ORDER BY c.rr, c.next_due_at, c.next_attempt_at) AS k
+        FROM (SELECT cand.*, row_number() OVER (PARTITION BY cand.registration_id
+                                                ORDER BY cand.pos) AS rr
+              FROM cand) AS c
     ) AS ranked
     WHERE NOT slow OR k <= $5::int
-    ORDER BY next_due_at, next_attempt_at
+    ORDER BY rr, next_due_at, next_attempt_at
     LIMIT $1
 ), claimed AS (
     -- The lease condition is checked again on the row's latest version: a claim committed since

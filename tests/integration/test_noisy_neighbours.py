@@ -214,3 +214,52 @@ async def test_healthy_registrations_use_the_slow_lanes_share_while_it_is_idle(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_worker_claims_a_few_attempts_ahead_and_starts_one_as_a_slot_frees(
+    make_client, receiver, db
+):
+    """Four slots, so one attempt claimed ahead. Six proven registrations whose endpoint holds
+    each request: four requests are in flight, never five, while five rows are leased; the
+    fifth starts when a slot frees, and its attemptedAt is when it was sent, not when claimed."""
+    holding = {"n": 0, "peak": 0, "done": 0, "hold": 0.0}
+
+    async def behaviour(_request: web.Request, _n: int) -> web.StreamResponse:
+        holding["n"] += 1
+        holding["peak"] = max(holding["peak"], holding["n"])
+        try:
+            await asyncio.sleep(holding["hold"])
+        finally:
+            holding["n"] -= 1
+            holding["done"] += 1
+        return web.Response(text="ok")
+
+    receiver.behaviour = behaviour
+    api = await make_client(
+        workers=True, delivery_concurrency=4, window_min_seconds=0.2, window_max_seconds=0.5
+    )
+    world = await make_world(api)
+    base = receiver.url.replace("/hook", "")
+    for i in range(6):
+        await world.register(f"{base}/ok/{i}")
+    await world.emit([R + "proof"])
+    await wait_until(lambda: _true(holding["done"] == 6))
+    await asyncio.sleep(0.5)  # the successes are recorded
+    holding.update(peak=0, done=0, hold=1.0)
+    await world.emit([R + "held"])
+    await wait_until(lambda: _true(holding["n"] == 4), timeout=10)
+    leased = await db.fetchval("SELECT count(*) FROM delivery_queue WHERE locked_until IS NOT NULL")
+    assert leased == 5
+    await wait_until(lambda: _true(holding["done"] == 6), timeout=10)
+    assert holding["peak"] == 4
+    sent = sorted(
+        await db.fetch(
+            "SELECT a.attempted_at FROM attempts a JOIN events e ON e.id = a.event_id"
+            " WHERE e.window_id <> (SELECT window_id FROM events ORDER BY created_at LIMIT 1)"
+            " ORDER BY a.attempted_at"
+        ),
+        key=lambda r: r["attempted_at"],
+    )
+    assert len(sent) == 6
+    # the fifth and sixth went out after a held request ended, about a second after the first
+    assert (sent[4]["attempted_at"] - sent[0]["attempted_at"]).total_seconds() >= 0.8
