@@ -58,14 +58,19 @@ SLOW_LANE_SHARE = 4
 # its next attempt at once instead of waiting for a claim's round trip (3-14 ms measured, with
 # the receiver holding each request 50 ms that left every slot idle a tenth of the time).
 PREFETCH_SHARE = 4
-# With attempts claimed ahead, a claim waits until half of them could be replaced at once (or a
-# slot has nothing to start): a claim costs PostgreSQL about 1 ms whatever it returns, and the
+# A claim waits until 1/CLAIM_BATCH_SHARE of the claimed-ahead share can be refilled at once (or
+# a slot has nothing to start): a claim costs PostgreSQL about 1 ms whatever it returns, and the
 # loop otherwise made one per freed slot or two (3.4 rows a claim, measured).
+CLAIM_BATCH_SHARE = 2
 # A flush with few results waits this long for more (group commit): fewer, larger result
-# statements; measured +5% deliveries per second in 2 of 2 pairs (bench/README.md). Not when a
-# result gates the registration's next attempt (FIFO, a probe, a failure): see _deliver.
-FLUSH_LINGER_SECONDS = 0.005
+# statements. With three workers and a receiver holding each request 50 ms, 5 ms gathered two or
+# three results a flush and PostgreSQL's per-statement work saturated the machine; 20 ms took
+# three workers from about 1,310 to 1,650 deliveries/s (bench/README.md). Not when a result
+# gates the registration's next attempt (FIFO, a probe, a failure), nor once a registration has
+# FLUSH_AT_PER_REGISTRATION results waiting: their leases count against its cap until recorded.
+FLUSH_LINGER_SECONDS = 0.02
 FLUSH_LINGER_BELOW = 64
+FLUSH_AT_PER_REGISTRATION = 4
 # Resolved policies a worker keeps (as many as the store keeps delivery targets).
 POLICY_CACHE_SIZE = 10000
 
@@ -85,7 +90,10 @@ class DeliveryWorker:
         self._slot_freed = asyncio.Event()
         self._results: list[DeliveryResult] = []
         self._results_ready = asyncio.Event()
-        self._flush_now = False  # a buffered result gates its registration's next claim
+        # Set when the buffered results should not wait out the linger: one gates its
+        # registration's next claim, or there are enough for a full flush.
+        self._flush_now = asyncio.Event()
+        self._buffered_by_registration: collections.Counter[uuid.UUID] = collections.Counter()
         self._recorded = asyncio.Event()  # results written: their leases no longer count
         # Slots: registrations that failed recently (the slow lane) may hold a bounded share,
         # so the rest are always there for the ones in good health, which may also use the
@@ -99,7 +107,7 @@ class DeliveryWorker:
         # Each with when its claim started and returned (monotonic).
         self._ready: collections.deque[tuple[ClaimedDelivery, float, float]] = collections.deque()
         self._prefetch = self._slots // PREFETCH_SHARE
-        self._claim_batch = max(1, self._prefetch // 2)
+        self._claim_batch = max(1, self._prefetch // CLAIM_BATCH_SHARE)
         self._flusher: asyncio.Task[None] | None = None
         self._defaults = policy_defaults(settings)
         # id of a stored policy -> (that policy, resolved): see _resolved
@@ -245,10 +253,17 @@ class DeliveryWorker:
                 registration_trigger=decision.trigger,
             )
         )
-        if policy.ordering is Ordering.FIFO or item.probe or not outcome.success:
+        self._buffered_by_registration[item.registration_id] += 1
+        if (
+            policy.ordering is Ordering.FIFO
+            or item.probe
+            or not outcome.success
+            or self._buffered_by_registration[item.registration_id] >= FLUSH_AT_PER_REGISTRATION
+        ):
             # A FIFO registration's next event, a restart's outcome, a failure's back-off and
-            # breaker all wait for this result to be recorded: no linger.
-            self._flush_now = True
+            # breaker, a busy registration's next claims all wait for this result to be
+            # recorded: no linger.
+            self._flush_now.set()
         metrics.ATTEMPTS_BY_SUCCESS[outcome.success].inc()
         metrics.DELIVERY_LATENCY.observe(outcome.duration_ms / 1000)
         _log_attempt(
@@ -262,6 +277,8 @@ class DeliveryWorker:
         # The flusher writes whatever has accumulated as soon as its previous write is done
         # (group commit): under load batches grow by themselves, and a result's lease, which
         # counts against its registration's in-flight cap until recorded, is freed sooner.
+        if len(self._results) >= FLUSH_LINGER_BELOW:
+            self._flush_now.set()
         self._results_ready.set()
 
     def _resolved(self, stored: RegistrationPolicy) -> EffectivePolicy:
@@ -281,6 +298,7 @@ class DeliveryWorker:
         if not self._results:
             return 0
         batch, self._results = self._results, []
+        self._buffered_by_registration.clear()
         try:
             moved = await self._store.record_results(
                 batch, per_registration=self._settings.delivery_per_registration
@@ -324,9 +342,9 @@ class DeliveryWorker:
         backoff = 0.2
         while True:
             await self._results_ready.wait()
-            if not self._flush_now and len(self._results) < FLUSH_LINGER_BELOW:
-                await asyncio.sleep(FLUSH_LINGER_SECONDS)
-            self._flush_now = False
+            if not self._flush_now.is_set():
+                await wait_any(self._flush_now, timeout=FLUSH_LINGER_SECONDS)
+            self._flush_now.clear()
             self._results_ready.clear()
             try:
                 if await self.flush():
