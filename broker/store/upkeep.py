@@ -103,5 +103,9 @@ class UpkeepQueries(StoreBase):
         """Pending events of Deleted registrations that were in flight at delete time."""
         return int((await self.pool.execute(Q.discard_orphaned_events)).split()[-1])
 
+    async def vacuum_queue_tables(self) -> None:
+        """VACUUM the delivery queue's hot tables (outside any transaction, as VACUUM must)."""
+        await self.pool.execute(Q.vacuum_queue_tables)
+
     async def purge_idempotency_keys(self) -> int:
         return int((await self.pool.execute(Q.purge_idempotency_keys)).split()[-1])

@@ -1,8 +1,8 @@
 """Periodic housekeeping on APScheduler 3: history day partitions made ahead, retention (old
 day partitions dropped), expired secrets, stale leases, the queued
 events of deleted registrations, old idempotency keys, expired portal links, event objects
-Pending past BROKER_PENDING_TTL_DAYS, heartbeats of worker processes gone for an hour, and the
-/metrics gauge snapshot.
+Pending past BROKER_PENDING_TTL_DAYS, heartbeats of worker processes gone for an hour, the
+/metrics gauge snapshot, and a VACUUM of the delivery queue's hot tables every 10 s.
 
 The jobs run in one process of the cluster at a time: :class:`HousekeepingLeader` holds a lease
 row in PostgreSQL (``leader_leases``), renews it every third of its length, and runs the
@@ -37,6 +37,9 @@ FIRST_RUN_AFTER_SECONDS = 10.0
 # one fails, so two days give housekeeping (hourly) 24 chances or more; more would make the
 # first query of every history page plan more empty partitions (it covers today and after).
 PARTITIONS_AHEAD_DAYS = 2
+# How often the delivery queue's hot tables are vacuumed (sql/queries/delivery.sql,
+# vacuum_queue_tables: why autovacuum alone is not enough for them).
+QUEUE_VACUUM_SECONDS = 10
 
 
 class Housekeeping:
@@ -109,6 +112,10 @@ class Housekeeping:
 
         return await self._store.prune_heartbeats(PRUNE_AFTER_SECONDS)
 
+    async def vacuum_queue_tables(self) -> int:
+        await self._store.vacuum_queue_tables()
+        return 1
+
     async def discard_orphaned_events(self) -> int:
         discarded = await self._store.discard_orphaned_events()
         if discarded:
@@ -135,6 +142,7 @@ class Housekeeping:
             (self.purge_expired_portal_links, 3600),
             (self.prune_attempt_rollups, 3600),
             (self.prune_heartbeats, 600),
+            (self.vacuum_queue_tables, QUEUE_VACUUM_SECONDS),
         )
         first = datetime.now(UTC) + timedelta(seconds=self._first_run_after)
         for job, seconds in jobs:

@@ -645,3 +645,14 @@ INSERT INTO attempts (event_id, attempt_number, attempted_at, duration_ms, respo
 SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
                      $6::text[], $7::text[])
 ON CONFLICT (event_id, attempt_number) DO NOTHING;
+
+-- name: vacuum_queue_tables
+-- The tables every claim and result flush rewrites (housekeeping, every QUEUE_VACUUM_SECONDS).
+-- A claim walks its registration's rows of delivery_queue_due and locks delivery_ready rows;
+-- the dead versions left by each delivery (a claim's lease, its deletion, the ready row's
+-- counters) are stepped over by every later claim until a vacuum removes them. Autovacuum would,
+-- but only once a fifth of a table is dead and at most once a minute, and not at all where it is
+-- off: measured on such a server, four rounds of 20,000 deliveries took a claim from 1.3 to 2.9
+-- ms and PostgreSQL from 250 to 1,000 us per delivery. SKIP_LOCKED: a table another vacuum (or
+-- DDL) holds is left for the next run.
+VACUUM (SKIP_LOCKED) delivery_ready, delivery_queue, registrations, attempt_rollups;

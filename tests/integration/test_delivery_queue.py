@@ -140,6 +140,53 @@ async def test_the_claim_is_a_hot_update_and_success_leaves_only_history(
     assert [a["attemptNumber"] for a in await _attempts(world, last.id)] == list(range(1, 6))
 
 
+async def test_housekeeping_vacuums_the_dead_rows_every_delivery_leaves_in_the_queue(
+    make_client, receiver, db, db_url
+):
+    """Each delivery leaves dead row versions in delivery_queue (its lease, its deletion) and
+    delivery_ready (the counters) that every later claim steps over; the housekeeping job
+    removes them, whether or not autovacuum is on."""
+    from broker.workers.housekeeping import Housekeeping
+    from tests.conftest import make_settings
+
+    api = await make_client()
+    world = await make_world(api)
+    await world.register(receiver.url)
+    pool, store = await _store(db_url)
+    try:
+        await _queued(store, world, [R + str(i) for i in range(3)])
+        for n in range(2):  # a failed attempt, then a success
+            [item] = await _claim(store, f"w{n}")
+            await store.record_results([_result(item, status=500 if n == 0 else 200)])
+        assert await db.fetchval("SELECT count(*) FROM delivery_queue") == 0
+    finally:
+        await pool.close()  # its backends exit, which flushes their table statistics
+
+    async def dead() -> dict[str, tuple[int, int]]:
+        await db.execute("SELECT pg_stat_clear_snapshot()")
+        rows = await db.fetch(
+            "SELECT relname, n_dead_tup, vacuum_count FROM pg_stat_user_tables"
+            " WHERE relname IN ('delivery_queue', 'delivery_ready')"
+        )
+        return {r["relname"]: (r["n_dead_tup"], r["vacuum_count"]) for r in rows}
+
+    async def counted() -> bool:
+        return all(n > 0 for n, _ in (await dead()).values())
+
+    await wait_until(counted, timeout=10)
+    pool, store = await _store(db_url)
+    try:
+        await Housekeeping(store, make_settings()).vacuum_queue_tables()
+    finally:
+        await pool.close()
+
+    async def vacuumed() -> bool:
+        return all(runs >= 1 for _, runs in (await dead()).values())
+
+    await wait_until(vacuumed, timeout=10)
+    assert await dead() == {"delivery_queue": (0, 1), "delivery_ready": (0, 1)}
+
+
 async def test_idle_registrations_are_never_visited_by_the_claim(make_client, receiver, db, db_url):
     """A registration with nothing due has no due ready row: the claim's cost follows due work."""
     api = await make_client()

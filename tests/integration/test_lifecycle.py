@@ -960,6 +960,7 @@ async def test_housekeeping_scheduler_starts_runs_and_stops_cleanly(
                 "prune_heartbeats",
                 "refresh_gauges",
                 "expire_pending_events",
+                "vacuum_queue_tables",
             }
 
             # The first runs come soon after start, not a full interval later.
