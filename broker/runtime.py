@@ -228,7 +228,7 @@ async def serve(
     """
     from aiohttp import web
 
-    from broker.api.app import create_app  # the HTTP side depends on the runtime, not back
+    from broker.api.app import make_runner  # the HTTP side depends on the runtime, not back
 
     loop = asyncio.get_running_loop()
     signalled = asyncio.Event()
@@ -237,8 +237,8 @@ async def serve(
     try:
         async with running(settings, url=url) as runtime:
             on_started(runtime)
-            runner = web.AppRunner(
-                create_app(runtime),
+            runner = make_runner(
+                runtime,
                 access_log=None,
                 shutdown_timeout=settings.delivery_timeout_seconds + 5,
             )

@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from broker.api.app import create_app
+from broker.api.app import SERVER_LIMITS, create_app
 from broker.config import Settings
 from broker.crypto import KeyRing
 from broker.domain.ids import utcnow, uuid7_at, uuid7_time
@@ -190,7 +190,9 @@ async def serving_runtime(
 ) -> AsyncIterator[tuple[Runtime, TestClient]]:
     """A runtime for ``role`` and a TestClient on its HTTP app; both stopped on the way out."""
     async with running(settings, url=url, role=role) as runtime:
-        client = TestClient(TestServer(create_app(runtime)))
+        server = TestServer(create_app(runtime))
+        await server.start_server(**SERVER_LIMITS)  # the limits broker serve runs with
+        client = TestClient(server)
         await client.start_server()
         try:
             yield runtime, client

@@ -39,7 +39,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from broker import __version__
-from broker.api.app import create_app
+from broker.api.app import make_runner
 from broker.api.openapi import openapi_document
 from broker.config import Settings
 from broker.runtime import running
@@ -99,7 +99,7 @@ class Live:
 def _serve(settings: Settings, url: str, ready: threading.Event, box: dict[str, Any]) -> None:
     async def main() -> None:
         async with running(settings, url=url, role="all") as runtime:
-            runner = web.AppRunner(create_app(runtime))
+            runner = make_runner(runtime)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
