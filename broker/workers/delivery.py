@@ -63,12 +63,13 @@ PREFETCH_SHARE = 4
 # loop otherwise made one per freed slot or two (3.4 rows a claim, measured).
 CLAIM_BATCH_SHARE = 2
 # A flush with few results waits this long for more (group commit): fewer, larger result
-# statements. With three workers and a receiver holding each request 50 ms, 5 ms gathered two or
-# three results a flush and PostgreSQL's per-statement work saturated the machine; 20 ms took
-# three workers from about 1,310 to 1,650 deliveries/s (bench/README.md). Not when a result
-# gates the registration's next attempt (FIFO, a probe, a failure), nor once a registration has
-# FLUSH_AT_PER_REGISTRATION results waiting: their leases count against its cap until recorded.
-FLUSH_LINGER_SECONDS = 0.02
+# statements; measured +5% deliveries per second in 2 of 2 pairs (bench/README.md). Not when a
+# result gates the registration's next attempt (FIFO, a probe, a failure), nor once a
+# registration has FLUSH_AT_PER_REGISTRATION results waiting: their leases count against its cap
+# until recorded. 20 ms measured faster with three workers on a 50 ms receiver, but held the
+# leases of registrations at their cap: beside a rate-limited one, four others fell to 0.55-0.88
+# of their rate alone (issue 13's target is 0.9), against 0.99-1.05 with 5 ms.
+FLUSH_LINGER_SECONDS = 0.005
 FLUSH_LINGER_BELOW = 64
 FLUSH_AT_PER_REGISTRATION = 4
 # Resolved policies a worker keeps (as many as the store keeps delivery targets).

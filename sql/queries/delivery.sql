@@ -167,6 +167,9 @@ WITH ready AS (
                  OR (nxt.at IS NULL AND d.in_flight + coalesce(c.fresh, 0) > 0)
                 THEN now() + make_interval(secs => ready.lease)
             WHEN nxt.at IS NULL THEN 'infinity'
+            -- tokens left over (the claim's size, not the limit, cut it short): due again now
+            WHEN ready.rate IS NOT NULL AND ready.tokens > coalesce(c.n, 0)
+                THEN greatest(nxt.at, now())
             WHEN ready.rate IS NOT NULL THEN greatest(nxt.at, now(), ready.rate_base
                 + make_interval(secs => (coalesce(c.n, 0) + ceil(ready.burst / 2) - 1) / ready.rate))
             ELSE greatest(nxt.at, now()) END
