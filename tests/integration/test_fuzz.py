@@ -6,7 +6,8 @@ documented content type, the documented headers (Retry-After on 429/503), a body
 schema, and a 4xx for input the schema forbids. Operations that take an id are fuzzed both with
 generated ids and with real ones, so the handlers behind the 404 are reached too.
 
-Bounded for CI: ``BROKER_FUZZ_EXAMPLES`` (default 25) examples per operation and mode.
+Bounded for CI: ``BROKER_FUZZ_EXAMPLES`` (default 25) examples per operation and mode, the same
+ones on every run unless ``BROKER_FUZZ_RANDOM=1``.
 """
 
 from __future__ import annotations
@@ -238,7 +239,12 @@ def test_fuzz_operation(live: Live, label: str, mode: GenerationMode) -> None:
         max_examples=EXAMPLES,
         deadline=None,
         database=None,
-        derandomize=os.environ.get("CI") is not None,
+        # The same examples on every machine (a fresh one's `make test` as CI's); random
+        # exploration with BROKER_FUZZ_RANDOM=1. Random runs found two things: a request line
+        # past aiohttp's limit (fixed: SERVER_LIMITS) and a schemathesis false positive (a
+        # negative case whose only violations, a dropped extra query key and the Authorization
+        # header this test always sends, did not survive into the request).
+        derandomize=not os.environ.get("BROKER_FUZZ_RANDOM"),
         suppress_health_check=list(HealthCheck),
         phases=[Phase.explicit, Phase.generate, Phase.shrink],
     )
