@@ -252,14 +252,17 @@ async def test_a_worker_claims_a_few_attempts_ahead_and_starts_one_as_a_slot_fre
     assert leased == 5
     await wait_until(lambda: _true(holding["done"] == 6), timeout=10)
     assert holding["peak"] == 4
-    sent = sorted(
-        await db.fetch(
-            "SELECT a.attempted_at FROM attempts a JOIN events e ON e.id = a.event_id"
-            " WHERE e.window_id <> (SELECT window_id FROM events ORDER BY created_at LIMIT 1)"
-            " ORDER BY a.attempted_at"
-        ),
-        key=lambda r: r["attempted_at"],
+    held_attempts = (
+        "SELECT a.attempted_at FROM attempts a JOIN events e ON e.id = a.event_id"
+        " WHERE e.window_id <> (SELECT window_id FROM events ORDER BY created_at LIMIT 1)"
+        " ORDER BY a.attempted_at"
     )
+
+    async def recorded() -> bool:  # a result is written after its response, in a flush
+        return len(await db.fetch(held_attempts)) == 6
+
+    await wait_until(recorded, timeout=10)
+    sent = await db.fetch(held_attempts)
     assert len(sent) == 6
     # the fifth and sixth went out after a held request ended, about a second after the first
     assert (sent[4]["attempted_at"] - sent[0]["attempted_at"]).total_seconds() >= 0.8
