@@ -122,15 +122,16 @@ class DeliveryWorker:
     def in_flight(self) -> int:
         return len(self._inflight)
 
-    def _claimed_count(self) -> int:
-        return self._in_lane[False] + self._in_lane[True]
+    def _free(self) -> int:
+        """Attempts a claim may take now: the slots plus the claimed-ahead share, less what is
+        claimed (sending or waiting in _ready)."""
+        return self._slots + self._prefetch - self._in_lane[False] - self._in_lane[True]
 
     def _wants_claim(self) -> bool:
-        """Room for a claim's worth of attempts, or a slot with nothing to start."""
-        free = self._slots + self._prefetch - self._claimed_count()
-        if free >= self._claim_batch:
-            return True
-        return free > 0 and not self._ready and len(self._inflight) < self._slots
+        """Room for a claim's worth of attempts. A slot with nothing to start always makes that
+        room: then everything claimed is sending, so more than the claimed-ahead share is free,
+        and a claim's worth is at most half of it."""
+        return self._free() >= self._claim_batch
 
     # ------------------------------------------------------------------ claiming
 
@@ -140,7 +141,7 @@ class DeliveryWorker:
         if not self._wants_claim():
             self.on_claim()  # busy, not stuck
             return 0
-        free = self._slots + self._prefetch - self._claimed_count()
+        free = self._free()
         slow_free = min(max(self._slow_slots - self._in_lane[True], 0), free)
         # Taken before the claim's transaction starts (its now() is each attempt's attemptedAt),
         # so attemptedAt + the time since is never before the attempt really ended.

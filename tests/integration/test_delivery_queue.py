@@ -19,7 +19,8 @@ from aiohttp import web
 from broker.domain.states import Trigger
 from broker.store.db import create_pool
 from broker.store.store import ClaimedDelivery, DeliveryResult, Store, WindowRules
-from tests.conftest import TEST_KEYS, World, make_world, wait_until
+from broker.workers.housekeeping import Housekeeping
+from tests.conftest import TEST_KEYS, World, make_settings, make_world, wait_until
 
 R = "core/v1/dda/accounts/"
 RULES = WindowRules(min_seconds=0.2, max_seconds=1, max_resources=1000)
@@ -146,9 +147,6 @@ async def test_housekeeping_vacuums_the_dead_rows_every_delivery_leaves_in_the_q
     """Each delivery leaves dead row versions in delivery_queue (its lease, its deletion) and
     delivery_ready (the counters) that every later claim steps over; the housekeeping job
     removes them, whether or not autovacuum is on."""
-    from broker.workers.housekeeping import Housekeeping
-    from tests.conftest import make_settings
-
     api = await make_client()
     world = await make_world(api)
     await world.register(receiver.url)

@@ -176,13 +176,14 @@ async def test_hanging_endpoints_hold_only_the_slow_lane_and_healthy_ones_flow(
     assert hanging_now["peak"] <= 2
 
 
-async def test_healthy_registrations_use_the_slow_lanes_share_while_it_is_idle(
-    make_client, receiver
-):
-    """Four slots, so a slow lane of one. Four proven registrations whose endpoint answers
-    slowly but well: all four requests are in flight together, the slow lane's slot lent while
-    no registration needs it (it was left idle: three at a time)."""
-    holding = {"n": 0, "peak": 0, "done": 0, "hold": 0.0}
+async def _proven_behind_a_holding_receiver(
+    make_client: Any, receiver: Any, registrations: int
+) -> tuple[World, dict[str, Any]]:
+    """A worker of four slots and ``registrations`` endpoints of one receiver that holds each
+    request ``holding["hold"]`` seconds and counts them (in flight now, peak, done); each
+    endpoint delivered to once already (a proven endpoint: one never delivered to is in the
+    slow lane), and the counters reset."""
+    holding: dict[str, Any] = {"n": 0, "peak": 0, "done": 0, "hold": 0.0}
 
     async def behaviour(_request: web.Request, _n: int) -> web.StreamResponse:
         holding["n"] += 1
@@ -200,13 +201,23 @@ async def test_healthy_registrations_use_the_slow_lanes_share_while_it_is_idle(
     )
     world = await make_world(api)
     base = receiver.url.replace("/hook", "")
-    for i in range(4):
+    for i in range(registrations):
         await world.register(f"{base}/ok/{i}")
-    # Delivered to once each: proven endpoints (one never delivered to is in the slow lane).
     await world.emit([R + "proof"])
-    await wait_until(lambda: _true(holding["done"] == 4))
+    await wait_until(lambda: _true(holding["done"] == registrations))
     await asyncio.sleep(0.5)  # the successes are recorded
-    holding.update(peak=0, done=0, hold=0.8)
+    holding.update(peak=0, done=0)
+    return world, holding
+
+
+async def test_healthy_registrations_use_the_slow_lanes_share_while_it_is_idle(
+    make_client, receiver
+):
+    """Four slots, so a slow lane of one. Four proven registrations whose endpoint answers
+    slowly but well: all four requests are in flight together, the slow lane's slot lent while
+    no registration needs it (it was left idle: three at a time)."""
+    world, holding = await _proven_behind_a_holding_receiver(make_client, receiver, 4)
+    holding["hold"] = 0.8
     await world.emit([R + "slow-but-fine"])
     await wait_until(lambda: _true(holding["done"] == 4), timeout=10)
     assert holding["peak"] == 4
@@ -222,30 +233,8 @@ async def test_a_worker_claims_a_few_attempts_ahead_and_starts_one_as_a_slot_fre
     """Four slots, so one attempt claimed ahead. Six proven registrations whose endpoint holds
     each request: four requests are in flight, never five, while five rows are leased; the
     fifth starts when a slot frees, and its attemptedAt is when it was sent, not when claimed."""
-    holding = {"n": 0, "peak": 0, "done": 0, "hold": 0.0}
-
-    async def behaviour(_request: web.Request, _n: int) -> web.StreamResponse:
-        holding["n"] += 1
-        holding["peak"] = max(holding["peak"], holding["n"])
-        try:
-            await asyncio.sleep(holding["hold"])
-        finally:
-            holding["n"] -= 1
-            holding["done"] += 1
-        return web.Response(text="ok")
-
-    receiver.behaviour = behaviour
-    api = await make_client(
-        workers=True, delivery_concurrency=4, window_min_seconds=0.2, window_max_seconds=0.5
-    )
-    world = await make_world(api)
-    base = receiver.url.replace("/hook", "")
-    for i in range(6):
-        await world.register(f"{base}/ok/{i}")
-    await world.emit([R + "proof"])
-    await wait_until(lambda: _true(holding["done"] == 6))
-    await asyncio.sleep(0.5)  # the successes are recorded
-    holding.update(peak=0, done=0, hold=1.0)
+    world, holding = await _proven_behind_a_holding_receiver(make_client, receiver, 6)
+    holding["hold"] = 1.0
     await world.emit([R + "held"])
     await wait_until(lambda: _true(holding["n"] == 4), timeout=10)
     leased = await db.fetchval("SELECT count(*) FROM delivery_queue WHERE locked_until IS NOT NULL")
