@@ -198,15 +198,14 @@ async def test_the_pools_statements_are_never_jit_compiled(db_url):
         await plain.close()
     pool, _ = await _store(db_url)
     try:
-        async with pool.acquire() as conn:
-            async with conn.transaction():
-                await conn.execute("SET LOCAL jit_above_cost = 0")
-                [plan] = orjson.loads(
-                    await conn.fetchval(
-                        "EXPLAIN (ANALYZE, FORMAT JSON)"
-                        " SELECT sum(g) FROM generate_series(1, 1000) AS g"
-                    )
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL jit_above_cost = 0")
+            [plan] = orjson.loads(
+                await conn.fetchval(
+                    "EXPLAIN (ANALYZE, FORMAT JSON)"
+                    " SELECT sum(g) FROM generate_series(1, 1000) AS g"
                 )
+            )
         assert "JIT" not in plan
     finally:
         await pool.close()
