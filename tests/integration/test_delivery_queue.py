@@ -22,6 +22,7 @@ from broker.store.db import create_pool
 from broker.store.store import ClaimedDelivery, DeliveryResult, Store, WindowRules
 from broker.workers.housekeeping import Housekeeping
 from tests.conftest import TEST_KEYS, World, make_settings, make_world, wait_until
+from tests.integration.test_policy_delivery import queue_events
 
 R = "core/v1/dda/accounts/"
 RULES = WindowRules(min_seconds=0.2, max_seconds=1, max_resources=1000)
@@ -231,6 +232,39 @@ async def test_idle_registrations_are_never_visited_by_the_claim(make_client, re
             "SELECT count(*) FROM delivery_ready WHERE next_due_at = 'infinity'"
         )
         assert parked == 4
+    finally:
+        await pool.close()
+
+
+async def test_a_rate_limited_registration_cut_short_by_the_claims_size_is_due_again_at_once(
+    make_client, receiver, db, db_url
+):
+    """A busy registration at 1000/s (a burst of 100) has 10 tokens left when a claim of 2
+    reaches it: the 8 it did not take are still there, so it is due now, not half a burst
+    (51 ms) later. Measured before this rule: round robin gave a rate-limited registration a
+    few rows of each claim, and it got 174 of its 200/s."""
+    api = await make_client()
+    world = await make_world(api)
+    reg = await world.register(receiver.url, delivery={"rateLimitPerSecond": 1000})
+    await queue_events(db_url, world, reg["id"], 20, at_once=True)
+    # As after a claim that used 90 of its 100 tokens 9 ms ago.
+    await db.execute(
+        "UPDATE delivery_ready SET rate_next = now() - interval '9 milliseconds',"
+        " next_due_at = now() - interval '1 second' WHERE registration_id = $1",
+        uuid.UUID(reg["id"]),
+    )
+    pool, store = await _store(db_url)
+    try:
+        claimed = await store.claim_deliveries(
+            limit=2, per_registration=16, lease_seconds=30, worker_id="w"
+        )
+        assert len(claimed) == 2
+        due_in = await db.fetchval(
+            "SELECT extract(epoch FROM next_due_at - now()) FROM delivery_ready"
+            " WHERE registration_id = $1",
+            uuid.UUID(reg["id"]),
+        )
+        assert due_in <= 0
     finally:
         await pool.close()
 
