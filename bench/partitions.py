@@ -8,21 +8,23 @@ prune partitions at plan time: PostgreSQL 15 locks every partition and index of 
 each execution. A 30-day retention keeps about 34 day partitions. This builds a table shaped
 like ``events`` (range-partitioned by id, the history's four status indexes plus the primary
 key), 200,000 rows in the newest partition, and times a 120-row update by primary key with
-each partition count, alternating. Its own database on ``BROKER_BENCH_DATABASE_URL`` (else
-``BROKER_TEST_DATABASE_URL``), dropped at the end; the last line is JSON.
+each partition count, alternating. Its own database on the server ``make bench`` uses
+(``BROKER_BENCH_DATABASE_URL``, else ``BROKER_TEST_DATABASE_URL``, else the embedded pgserver),
+dropped at the end; the last line is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import time
 import uuid
 
 import asyncpg
 import orjson
+
+from bench.run import _with_database, base_database_url
 
 ROWS_PER_STATEMENT = 120
 INDEXES = [
@@ -31,18 +33,6 @@ INDEXES = [
     "(p, r, status, id DESC)",
     "(p, r, name, status, id DESC)",
 ]
-
-
-def server_url() -> str:
-    url = os.environ.get("BROKER_BENCH_DATABASE_URL") or os.environ.get("BROKER_TEST_DATABASE_URL")
-    if not url:
-        raise SystemExit("set BROKER_BENCH_DATABASE_URL (a server this may create a database on)")
-    return url
-
-
-def with_database(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
 
 
 async def per_update_ms(url: str, partitions: int, statements: int) -> float:
@@ -90,7 +80,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     counts = [int(n) for n in args.partitions.split(",")]
-    url = server_url()
+    url, _ = base_database_url()
     name = f"bench_partitions_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(url)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -98,7 +88,7 @@ async def main() -> None:
     try:
         for _ in range(args.rounds):
             for n in counts:
-                ms = await per_update_ms(with_database(url, name), n, args.statements)
+                ms = await per_update_ms(_with_database(url, name), n, args.statements)
                 measured[n].append(ms)
                 print(f"{n} partitions: {ms:.3f} ms per {ROWS_PER_STATEMENT}-row update")
     finally:
