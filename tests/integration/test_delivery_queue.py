@@ -187,16 +187,12 @@ async def test_housekeeping_vacuums_the_dead_rows_every_delivery_leaves_in_the_q
     assert await dead() == {"delivery_queue": (0, 1), "delivery_ready": (0, 1)}
 
 
-async def test_the_pools_statements_are_never_jit_compiled(db_url):
+async def test_the_pools_statements_are_never_jit_compiled(db, db_url):
     """A backlog inflates the planner's estimates past jit_above_cost (a generic plan of the
     claim with a million queued rows costs ~600,000), and compiling took ~0.9 s per claim for
     ~3 ms of work. Here every estimate is past the threshold, as a large backlog makes it."""
-    plain = await asyncpg.connect(db_url)  # the server's own settings
-    try:
-        if not await plain.fetchval("SELECT pg_jit_available()"):
-            pytest.skip("this PostgreSQL has no JIT (or has it off): nothing to turn off")
-    finally:
-        await plain.close()
+    if not await db.fetchval("SELECT pg_jit_available()"):  # db: the server's own settings
+        pytest.skip("this PostgreSQL has no JIT (or has it off): nothing to turn off")
     pool, _ = await _store(db_url)
     try:
         async with pool.acquire() as conn, conn.transaction():
@@ -240,9 +236,9 @@ async def test_a_rate_limited_registration_cut_short_by_the_claims_size_is_due_a
     make_client, receiver, db, db_url
 ):
     """A busy registration at 1000/s (a burst of 100) has 10 tokens left when a claim of 2
-    reaches it: the 8 it did not take are still there, so it is due now, not half a burst
-    (51 ms) later. Measured before this rule: round robin gave a rate-limited registration a
-    few rows of each claim, and it got 174 of its 200/s."""
+    reaches it: the 8 it did not take are still there, so it is due now, not once half a burst
+    is back (without this rule: 20 ms later). Measured before the rule: round robin gave a
+    rate-limited registration a few rows of each claim, and it got 174 of its 200/s."""
     api = await make_client()
     world = await make_world(api)
     reg = await world.register(receiver.url, delivery={"rateLimitPerSecond": 1000})
